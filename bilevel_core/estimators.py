@@ -1,0 +1,206 @@
+"""Gradient estimators for discrete (Bernoulli) hyperparameters.
+
+All three share one interface (:class:`Estimator`): ``sample(probs)`` draws a mask to use in the
+model, and ``surrogate(loss, probs, sample)`` returns a scalar whose gradient with respect to
+``probs`` is the estimator's gradient estimate.
+
+- straight-through (Bengio et al., 2013; LDS, Franceschi et al., 2019): exact 0/1 samples in the
+  forward pass, the identity ``∂z/∂θ = 1`` (or a chosen surrogate) in the backward pass;
+- Gumbel-softmax / binary concrete (Jang et al., 2017; Maddison et al., 2017), soft or hard;
+- score function / REINFORCE (Williams, 1992) with a moving-average baseline.
+
+Example:
+    >>> import torch
+    >>> from bilevel_core import straight_through_bernoulli
+    >>> probs = torch.tensor([0.0, 1.0, 0.5], requires_grad=True)
+    >>> z = straight_through_bernoulli(probs, generator=torch.Generator().manual_seed(0))
+    >>> z[:2].tolist()
+    [0.0, 1.0]
+    >>> z.sum().backward(); probs.grad.tolist()
+    [1.0, 1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+_EPS = 1e-12
+
+
+def _check_probs(probs: Tensor, name: str = "probs") -> None:
+    if not isinstance(probs, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(probs).__name__}.")
+    if not probs.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {probs.dtype}.")
+
+
+def _uniforms(
+    probs: Tensor, generator: torch.Generator | None, uniforms: Tensor | None
+) -> Tensor:
+    if uniforms is None:
+        return torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    if uniforms.shape != probs.shape:
+        raise ValueError(
+            f"uniforms has shape {tuple(uniforms.shape)} but probs has shape {tuple(probs.shape)}; "
+            "pass one uniform per Bernoulli variable."
+        )
+    return uniforms
+
+
+def bernoulli_sample(
+    probs: Tensor, generator: torch.Generator | None = None, *, uniforms: Tensor | None = None
+) -> Tensor:
+    """Exact 0/1 samples ``z = [u < θ]`` (no gradient)."""
+    _check_probs(probs)
+    u = _uniforms(probs, generator, uniforms)
+    return (u < probs.detach()).to(probs.dtype)
+
+
+def straight_through_bernoulli(
+    probs: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    uniforms: Tensor | None = None,
+    surrogate: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Straight-through Bernoulli sample: ``z ~ Ber(θ)`` forward, ``∂z/∂θ = ∂s(θ)/∂θ`` backward.
+
+    The value is exactly the 0/1 sample; the gradient is that of ``s(θ)``, the identity by
+    default (``A = θ`` in the backward pass, LDS eq. 9.6). The map is linear in ``s(θ)``, so it
+    is differentiable to any order and supports forward-mode AD.
+
+    Args:
+        probs: Bernoulli parameters θ (any shape).
+        generator: source of randomness (ignored when ``uniforms`` is given).
+        uniforms: precomputed uniforms in [0, 1), same shape as ``probs`` (fixes the sample).
+        surrogate: backward surrogate ``s``; ``None`` for the identity.
+    """
+    z = bernoulli_sample(probs, generator, uniforms=uniforms)
+    s = probs if surrogate is None else surrogate(probs)
+    return z + (s - s.detach())
+
+
+def bernoulli_log_prob(probs: Tensor, sample: Tensor) -> Tensor:
+    """``log p(z; θ) = Σ z log θ + (1 - z) log(1 - θ)`` (summed over all variables)."""
+    p = probs.clamp(_EPS, 1 - _EPS)
+    return (sample * torch.log(p) + (1 - sample) * torch.log1p(-p)).sum()
+
+
+def relaxed_bernoulli(
+    probs: Tensor,
+    temperature: float,
+    generator: torch.Generator | None = None,
+    *,
+    hard: bool = False,
+    uniforms: Tensor | None = None,
+) -> Tensor:
+    """Binary concrete / Gumbel-softmax relaxation of ``Ber(θ)`` (Maddison et al., 2017, eq. 21).
+
+    ``y = σ((log θ - log(1-θ) + log u - log(1-u)) / τ)``; ``hard=True`` returns ``[y > ½]`` in the
+    forward pass with the gradient of ``y`` (straight-through Gumbel).
+    """
+    _check_probs(probs)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    u = _uniforms(probs, generator, uniforms).clamp(_EPS, 1 - _EPS)
+    p = probs.clamp(_EPS, 1 - _EPS)
+    logits = torch.log(p) - torch.log1p(-p)
+    noise = torch.log(u) - torch.log1p(-u)
+    y = torch.sigmoid((logits + noise) / temperature)
+    if hard:
+        return (y > 0.5).to(y.dtype) + (y - y.detach())
+    return y
+
+
+def gumbel_softmax(
+    logits: Tensor,
+    temperature: float,
+    generator: torch.Generator | None = None,
+    *,
+    hard: bool = False,
+    dim: int = -1,
+) -> Tensor:
+    """Categorical Gumbel-softmax (Jang et al., 2017, eq. 1), soft or hard (straight-through)."""
+    _check_probs(logits, "logits")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    g = -torch.log(-torch.log(u.clamp(_EPS, 1 - _EPS)))
+    y = torch.softmax((logits + g) / temperature, dim=dim)
+    if hard:
+        index = y.argmax(dim=dim, keepdim=True)
+        y_hard = torch.zeros_like(y).scatter_(dim, index, 1.0)
+        return y_hard + (y - y.detach())
+    return y
+
+
+class Estimator:
+    """Interface: ``sample`` a mask, then ``surrogate(loss, probs, sample)`` to differentiate."""
+
+    def sample(
+        self, probs: Tensor, generator: torch.Generator | None = None, *, uniforms: Tensor | None = None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def surrogate(self, loss: Tensor, probs: Tensor, sample: Tensor) -> Tensor:
+        """A scalar whose gradient w.r.t. ``probs`` is this estimator's estimate of ``∇_θ E[loss]``."""
+        return loss
+
+
+class StraightThrough(Estimator):
+    """Straight-through Bernoulli: pathwise gradient with ``∂z/∂θ = 1`` (or ``surrogate``)."""
+
+    def __init__(self, surrogate: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.surrogate_fn = surrogate
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        return straight_through_bernoulli(probs, generator, uniforms=uniforms, surrogate=self.surrogate_fn)
+
+
+class GumbelSoftmax(Estimator):
+    """Binary concrete relaxation with temperature ``τ``; ``hard=True`` for straight-through Gumbel."""
+
+    def __init__(self, temperature: float = 0.5, hard: bool = False) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.temperature = float(temperature)
+        self.hard = bool(hard)
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        return relaxed_bernoulli(probs, self.temperature, generator, hard=self.hard, uniforms=uniforms)
+
+
+class ScoreFunction(Estimator):
+    """Score-function (REINFORCE) estimator with a moving-average baseline.
+
+    ``ĝ = (f(z) - b) ∇_θ log p(z; θ)``; the baseline ``b`` is an exponential moving average of past
+    losses, ``b ← β b + (1 - β) f(z)``, updated *after* the estimate, so it is independent of the
+    current sample and the estimate stays unbiased. Needs only the loss value.
+    """
+
+    def __init__(self, baseline_decay: float = 0.9) -> None:
+        if not 0.0 <= baseline_decay < 1.0:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}.")
+        self.baseline_decay = float(baseline_decay)
+        self.baseline: float | None = None
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        return bernoulli_sample(probs, generator, uniforms=uniforms)
+
+    def log_prob(self, probs: Tensor, sample: Tensor) -> Tensor:
+        return bernoulli_log_prob(probs, sample)
+
+    def surrogate(self, loss: Tensor, probs: Tensor, sample: Tensor, *, update: bool = True) -> Tensor:
+        value = float(loss.detach())
+        b = 0.0 if self.baseline is None else self.baseline
+        out = (value - b) * self.log_prob(probs, sample.detach())
+        if loss.requires_grad:  # direct dependence of the loss on θ (e.g. a sparsity penalty)
+            out = out + loss
+        if update:
+            self.baseline = value if self.baseline is None else (
+                self.baseline_decay * self.baseline + (1 - self.baseline_decay) * value
+            )
+        return out
