@@ -361,6 +361,7 @@ def real_time_hypergradients(
     every: int = 1,
     *,
     batches: Batches = None,
+    outer_batches: Batches = None,
     stop: StopRule | None = None,
     discount: float = 1.0,
 ) -> Iterator[tuple[int, Params]]:
@@ -370,8 +371,10 @@ def real_time_hypergradients(
     (``μ = discount``; 1 gives RTHO, 0 gives hypergradient descent's one-step tangent, values in
     between MARTHE's discounted tangent, thesis Algorithm 6). Every ``every`` steps it yields
     ``(t, ∂_λE(w_t) + ∂_wE(w_t) Z_t)``. The caller may change the hyperparameter tensors in place
-    between yields; the run continues with the new values. The final state is the generator's
-    return value (``StopIteration.value``).
+    between yields; the run continues with the new values. With ``outer_batches`` (an iterable or
+    a callable ``t -> batch``) the outer objective is ``outer(params, hparams, batch)`` with the batch
+    of step t (e.g. the next training mini-batch, as in hypergradient descent). The final state is
+    the generator's return value (``StopIteration.value``).
     """
     hparams = as_tensor_tuple(hparams, "hparams")
     check_callable(outer, "outer")
@@ -380,6 +383,7 @@ def real_time_hypergradients(
     if not 0.0 <= float(discount) <= 1.0:
         raise ValueError(f"discount must be in [0, 1], got {discount}.")
     source = _BatchSource(batches)
+    outer_source = _BatchSource(outer_batches) if outer_batches is not None else None
     dirs = _directions(hparams)
     state = _initial_state(params0, tuple(h.detach() for h in hparams), dynamics, track=False)
     tangents = _forward_initial_tangents(params0, hparams, dynamics, state, dirs)
@@ -389,7 +393,14 @@ def real_time_hypergradients(
         )
         stopped = stop is not None and stop(state, state.t)
         if (i + 1) % every == 0 or stopped or i + 1 == T:
-            grads, value = _forward_outer(outer, state, tangents, hparams, dirs)
+            step_outer = outer
+            if outer_source is not None:
+                batch = outer_source.get(state.t)
+
+                def step_outer(params, hp, _b=batch):
+                    return outer(params, hp, _b)
+
+            grads, value = _forward_outer(step_outer, state, tangents, hparams, dirs)
             state = replace(state, outer_loss=value)
             yield state.t, grads
         if stopped:
