@@ -1,0 +1,202 @@
+"""GCN baselines sharing LDS's GCN code and early-stopping half (thesis Sec. 9.4).
+
+- ``graph="given"``: GCN on the input graph (Kipf & Welling, 2017);
+- ``"random"``: GCN-RND, the input graph plus a fresh set of uniformly random pairs at every step;
+- ``"knn"``: kNN-GCN; ``"erdos_renyi"``: Sparse-GCN on an Erdős–Rényi graph;
+- ``"dense"``: Dense-GCN, the complete graph with equal weights; ``"rbf"``: RBF-GCN, a dense RBF kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator
+from torch import Tensor
+
+from bilevel_core import Adam
+
+from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, sample_dropout_masks
+from .model import PreparedData, split_validation, validate_data
+from .propagation import pairs_from_edge_index
+
+GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf")
+
+
+class GCNBaseline(BaseEstimator):
+    """A 2-layer GCN trained with Adam, early-stopped on the same validation half as :class:`~lds.LDS`.
+
+    Args:
+        graph: one of ``"given"``, ``"random"``, ``"knn"``, ``"erdos_renyi"``, ``"dense"``, ``"rbf"``.
+        k, metric: kNN graph (``"knn"``).
+        num_random_edges: pairs added per step for ``"random"`` (default: as many as the given graph has).
+        er_prob: edge probability of ``"erdos_renyi"`` (default ``k / N``, about the kNN degree).
+        rbf_gamma: ``γ`` of ``exp(-γ||x_i - x_j||²)`` (default 1 / median squared distance).
+        lr, max_steps, patience: Adam's learning rate, the step budget, early-stopping patience (steps).
+        num_samples: graphs averaged at prediction time for ``"random"``.
+    """
+
+    def __init__(
+        self,
+        graph: str = "given",
+        k: int = 10,
+        metric: str = "cosine",
+        num_random_edges: int | None = None,
+        er_prob: float | None = None,
+        rbf_gamma: float | None = None,
+        lr: float = 0.01,
+        max_steps: int = 400,
+        patience: int = 50,
+        num_samples: int = 16,
+        hidden: int = 16,
+        dropout: float = 0.5,
+        weight_decay: float = 5e-4,
+        seed: int = 0,
+        device: str = "cpu",
+        dtype: str = "float32",
+    ) -> None:
+        self.graph = graph
+        self.k = k
+        self.metric = metric
+        self.num_random_edges = num_random_edges
+        self.er_prob = er_prob
+        self.rbf_gamma = rbf_gamma
+        self.lr = lr
+        self.max_steps = max_steps
+        self.patience = patience
+        self.num_samples = num_samples
+        self.hidden = hidden
+        self.dropout = dropout
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def _torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    # ------------------------------------------------------------------ graphs
+    def _fixed_graph(self, x: Tensor, edge_index: Tensor, gen: torch.Generator) -> Any:
+        """The graph used at every step: ``(values, pairs)`` (sparse) or a dense adjacency."""
+        n = x.size(0)
+        dtype, device = self._torch_dtype, torch.device(self.device)
+        if self.graph in ("given", "random"):
+            if edge_index.numel() == 0 and self.graph == "given":
+                raise ValueError("graph='given' needs data.edge_index; use graph='knn' without an input graph.")
+            pairs = pairs_from_edge_index(edge_index) if edge_index.numel() else torch.empty(2, 0, dtype=torch.long)
+        elif self.graph == "knn":
+            from lds.datasets import knn_graph
+
+            if self.k >= n:
+                raise ValueError(f"k={self.k} must be smaller than the number of nodes ({n}).")
+            pairs = pairs_from_edge_index(knn_graph(x.cpu(), self.k, metric=self.metric))
+        elif self.graph == "erdos_renyi":
+            p = self.er_prob if self.er_prob is not None else min(1.0, self.k / n)
+            iu = torch.triu_indices(n, n, offset=1)
+            keep = torch.rand(iu.size(1), generator=gen) < p
+            pairs = iu[:, keep]
+        elif self.graph == "dense":
+            return torch.ones(n, n, dtype=dtype, device=device) - torch.eye(n, dtype=dtype, device=device)
+        elif self.graph == "rbf":
+            d2 = torch.cdist(x, x).pow(2)
+            gamma = self.rbf_gamma
+            if gamma is None:
+                off = d2[~torch.eye(n, dtype=torch.bool, device=d2.device)]
+                gamma = 1.0 / float(off.median().clamp_min(1e-12))
+            a = torch.exp(-gamma * d2)
+            return a - torch.diag(torch.diagonal(a))
+        else:
+            raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}.")
+        pairs = pairs.to(device)
+        return torch.ones(pairs.size(1), dtype=dtype, device=device), pairs
+
+    def _random_graph(self, base: tuple[Tensor, Tensor], n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """GCN-RND: the given pairs plus ``num_random_edges`` uniformly random pairs (i ≠ j)."""
+        values, pairs = base
+        m = self.num_random_edges if self.num_random_edges is not None else pairs.size(1)
+        i = torch.randint(0, n, (m,), generator=gen)
+        j = torch.randint(0, n - 1, (m,), generator=gen)
+        j = j + (j >= i).long()
+        extra = torch.stack([torch.minimum(i, j), torch.maximum(i, j)]).to(pairs.device)
+        all_pairs = pairs_from_edge_index(torch.cat([pairs, extra], dim=1))
+        return torch.ones(all_pairs.size(1), dtype=values.dtype, device=values.device), all_pairs
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, data: Any) -> GCNBaseline:
+        """Train with Adam; keep the weights of the best early-stopping accuracy."""
+        if self.graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}.")
+        x, y, masks, num_classes = validate_data(data)
+        device, dtype = torch.device(self.device), self._torch_dtype
+        gen = torch.Generator().manual_seed(self.seed)
+        _, val_stop = split_validation(masks["val_mask"], self.seed)
+        y = y.clone().long()
+        y[y < 0] = 0
+        prep = PreparedData(x=x.to(device=device, dtype=dtype), y=y.to(device), num_classes=num_classes,
+                            train_idx=torch.nonzero(masks["train_mask"], as_tuple=True)[0].to(device),
+                            val_outer_idx=torch.empty(0, dtype=torch.long), val_stop_idx=val_stop.to(device),
+                            edge_index=data.edge_index, num_nodes=x.size(0))
+        edge_index = data.edge_index if getattr(data, "edge_index", None) is not None else torch.empty(2, 0)
+        self.graph_ = self._fixed_graph(prep.x, edge_index.long(), gen)
+        n = prep.num_nodes
+
+        def graph_at_step() -> Any:
+            return self._random_graph(self.graph_, n, gen) if self.graph == "random" else self.graph_
+
+        def inner(w, hparams, batch):
+            graph, dropout_masks = batch
+            logits = gcn_forward(w, prep.x, graph, dropout=self.dropout, dropout_masks=dropout_masks, training=True)
+            return F.cross_entropy(logits[prep.train_idx], prep.y[prep.train_idx]) + gcn_l2_penalty(
+                w, self.weight_decay)
+
+        dynamics = Adam(inner, lr=self.lr)
+        state = dynamics.init(init_gcn_params(x.size(1), self.hidden, num_classes, generator=gen, dtype=dtype,
+                                              device=device), ())
+        best_key, best_params, since = (-math.inf, -math.inf), state.params, 0
+        self.num_classes_, self.num_nodes_ = num_classes, n
+        for _ in range(self.max_steps):
+            masks_t = sample_dropout_masks(prep.x, (n, self.hidden), self.dropout, gen, dtype, device)
+            state = dynamics(state, (), (graph_at_step(), masks_t), create_graph=False)
+            proba = self._proba(state.params, prep.x)
+            idx = prep.val_stop_idx
+            acc = float((proba[idx].argmax(1) == prep.y[idx]).double().mean())
+            loss = float(F.nll_loss(torch.log(proba[idx].clamp_min(1e-12)), prep.y[idx]))
+            if (acc, -loss) > best_key:
+                best_key, best_params, since = (acc, -loss), state.params, 0
+            else:
+                since += 1
+                if since >= self.patience:
+                    break
+        self.params_ = best_params
+        self.best_val_acc_ = best_key[0]
+        self.steps_ = state.t
+        return self
+
+    def _proba(self, params, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            if self.graph != "random":
+                return torch.softmax(gcn_forward(params, x, self.graph_, dropout=self.dropout, training=False), 1)
+            gen = torch.Generator().manual_seed(self.seed + 7919)
+            total = 0
+            for _ in range(self.num_samples):
+                g = self._random_graph(self.graph_, x.size(0), gen)
+                total = total + torch.softmax(gcn_forward(params, x, g, dropout=self.dropout, training=False), 1)
+            return total / self.num_samples
+
+    def predict_proba(self, data: Any) -> Tensor:
+        if not hasattr(self, "params_"):
+            raise RuntimeError("this baseline is not fitted yet: call fit(data) first.")
+        if data.x.size(0) != self.num_nodes_:
+            raise ValueError(f"data.x must have {self.num_nodes_} rows (transductive: the graph it was fit on).")
+        return self._proba(self.params_, data.x.to(device=self.device, dtype=self._torch_dtype)).cpu()
+
+    def predict(self, data: Any) -> Tensor:
+        return self.predict_proba(data).argmax(1)
+
+    def score(self, data: Any, mask: Tensor | None = None) -> float:
+        mask = data.test_mask if mask is None else mask
+        pred = self.predict(data)
+        return float((pred[mask] == data.y[mask]).double().mean())

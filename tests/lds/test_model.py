@@ -1,0 +1,188 @@
+"""LDS: the window hypergradient, structure recovery, persistence and bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bilevel_core import Adam, bernoulli_sample, hypergradient
+from lds import LDS, EdgeDistribution, GCNBaseline
+from lds.gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, sample_dropout_masks
+from lds.model import INNER_LR_RANGE, PreparedData, lds_objectives, split_validation
+from lds.propagation import all_pairs, pairs_from_edge_index
+
+from .synthetic import planted_partition
+
+DT = torch.float64
+
+
+def _small_problem(seed=0):
+    data = planted_partition(num_classes=3, per_class=5, num_features=4, seed=seed)
+    n = data.num_nodes
+    val_outer, val_stop = split_validation(data.val_mask, 0)
+    prep = PreparedData(x=data.x.to(DT), y=data.y, num_classes=3,
+                        train_idx=torch.nonzero(data.train_mask, as_tuple=True)[0], val_outer_idx=val_outer,
+                        val_stop_idx=val_stop, edge_index=data.edge_index, num_nodes=n)
+    pairs = all_pairs(n)
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.rand(pairs.size(1), generator=g, dtype=DT)
+    theta[theta < 0.3] = 0.0  # some pairs have θ = 0: they are never drawn but still get gradient
+    return prep, EdgeDistribution(pairs, n, theta, is_all_pairs=True), g
+
+
+def test_window_hypergradient_equals_surrogate_finite_difference():
+    """Issue check: ∂f/∂θ_ij over one window = d/dδ f with A_t = b_t + δ(e_ij + e_ji) at δ = 0."""
+    prep, dist, g = _small_problem()
+    inner, make_outer = lds_objectives(prep, dist, dropout=0.5)
+    hidden = 16
+    a, b = INNER_LR_RANGE
+    lr_logit = torch.tensor(0.3, dtype=DT)
+
+    def lr(h):
+        return a + torch.sigmoid(h[1]) * (b - a)
+
+    dyn = Adam(inner, lr=lr)
+    params = init_gcn_params(prep.x.size(1), hidden, 3, generator=g, dtype=DT, device="cpu")
+    fixed = [(dist.uniforms(g), sample_dropout_masks(prep.x, (prep.num_nodes, hidden), 0.5, g, DT, "cpu"))
+             for _ in range(7)]
+    u_out = dist.uniforms(g)
+    hp = (dist.probs, lr_logit)
+    # 3 steps before the window (their dependence on θ is truncated), then a window of τ = 4
+    _, s = hypergradient(params, hp, dyn, make_outer(u_out), 3, batches=lambda t: fixed[t], return_state=True)
+    tau = 4
+    (g_theta, g_lr) = hypergradient(s, hp, dyn, make_outer(u_out), tau, batches=lambda t: fixed[t])
+
+    samples = [bernoulli_sample(dist.probs, uniforms=u) for u, _ in fixed]
+    out_sample = bernoulli_sample(dist.probs, uniforms=u_out)
+
+    def f(pair: int, delta: float) -> float:
+        e = torch.zeros_like(dist.probs)
+        e[pair] = delta
+        state = s
+        for t in range(3, 3 + tau):
+            masks = fixed[t][1]
+
+            def perturbed(w, h, batch=None, _t=t, _m=masks):
+                logits = gcn_forward(w, prep.x, (samples[_t] + e, dist.pairs), dropout_masks=_m, training=True)
+                return F.cross_entropy(logits[prep.train_idx], prep.y[prep.train_idx]) + gcn_l2_penalty(w, 5e-4)
+
+            state = Adam(perturbed, lr=lr)(state, hp, create_graph=False)
+        logits = gcn_forward(state.params, prep.x, (out_sample + e, dist.pairs), training=False)
+        return float(F.cross_entropy(logits[prep.val_outer_idx], prep.y[prep.val_outer_idx]))
+
+    zero_theta = int(torch.nonzero(dist.probs == 0)[0])
+    sampled_one = int(torch.nonzero(samples[4] == 1)[0])
+    sampled_zero = int(torch.nonzero((samples[4] == 0) & (dist.probs > 0))[0])
+    h = 1e-6
+    for pair in (zero_theta, sampled_one, sampled_zero):
+        fd = (f(pair, h) - f(pair, -h)) / (2 * h)
+        assert abs(float(g_theta[pair]) - fd) <= 1e-6 * max(1.0, abs(fd)), (pair, float(g_theta[pair]), fd)
+    assert float(g_theta.abs().max()) > 0 and float(g_lr.abs()) > 0
+
+
+def test_structure_recovery_on_planted_partition():
+    """Most intra-class edges removed: LDS puts more probability on the missing intra-class pairs
+    than on inter-class pairs, and beats GCN on the damaged graph (mean over two seeds)."""
+    lds_acc, gcn_acc = [], []
+    for seed in (0, 1):
+        data = planted_partition(per_class=40, num_train=5, num_val=12, seed=seed)
+        model = LDS(hypergrad_every=5, outer_lr=1.0, max_outer_iters=40, patience=10, num_samples=8, seed=seed,
+                    verbose=False).fit(data)
+        pairs, theta = model.distribution_.pairs, model.distribution_.probs
+        n = data.num_nodes
+        given = pairs_from_edge_index(data.edge_index)
+        new = ~torch.isin(pairs[0] * n + pairs[1], given[0] * n + given[1])
+        same = data.y[pairs[0]] == data.y[pairs[1]]
+        intra, inter = float(theta[same & new].mean()), float(theta[~same & new].mean())
+        assert intra > 1.8 * inter, (seed, intra, inter)
+        lds_acc.append(model.score(data, data.test_mask))
+        gcn_acc.append(GCNBaseline(graph="given", seed=seed).fit(data).score(data, data.test_mask))
+    assert sum(lds_acc) > sum(gcn_acc), (lds_acc, gcn_acc)
+
+
+def test_same_seed_identical_and_resume_reproduces(tmp_path):
+    data = planted_partition(per_class=10, seed=3)
+    settings = dict(hypergrad_every=5, max_outer_iters=6, patience=50, num_samples=4, max_inner_steps=40,
+                    checkpoint_every=2, seed=5, verbose=False)
+    full = LDS(**settings).fit(data)
+    again = LDS(**settings).fit(data)
+    assert torch.equal(full.distribution_.probs, again.distribution_.probs)
+    assert [h["val_acc"] for h in full.history_] == [h["val_acc"] for h in again.history_]
+    ck = tmp_path / "ck.pt"
+    LDS(**{**settings, "max_outer_iters": 4}).fit(data, checkpoint=ck)
+    resumed = LDS(**settings).fit(data, resume=ck)
+    assert len(resumed.history_) == len(full.history_)
+    assert torch.equal(resumed.distribution_.probs, full.distribution_.probs)
+    for p, q in zip(resumed.params_, full.params_):
+        assert torch.equal(p, q)
+    assert [h["val_acc"] for h in resumed.history_] == [h["val_acc"] for h in full.history_]
+    with pytest.raises(ValueError, match="different settings"):
+        LDS(**{**settings, "outer_lr": 0.1}).fit(data, resume=ck)
+
+
+def test_save_load_predict(tmp_path):
+    data = planted_partition(per_class=10, seed=4)
+    model = LDS(max_outer_iters=3, max_inner_steps=30, num_samples=4, verbose=False).fit(data)
+    path = tmp_path / "model.pt"
+    model.save(path)
+    loaded = LDS.load(path)
+    assert torch.equal(model.predict_proba(data), loaded.predict_proba(data))
+    proba = model.predict_proba(data)
+    assert proba.shape == (data.num_nodes, 3)
+    assert torch.allclose(proba.sum(1), torch.ones(data.num_nodes))
+    assert 0.0 <= model.score(data, data.test_mask) <= 1.0
+    edge_index, probs = model.edge_probs()
+    assert edge_index.size(1) == probs.numel() and float(probs.min()) > 0 and float(probs.max()) <= 1
+    nxg = model.distribution_.to_networkx()
+    assert nxg.number_of_edges() * 2 == edge_index.size(1)
+
+
+def test_sklearn_contract():
+    from sklearn.base import clone
+
+    model = LDS(hypergrad_every=20, outer_lr=0.1, k=20)
+    assert clone(model).get_params() == model.get_params()
+    assert model.set_params(outer_lr=1.0).outer_lr == 1.0
+
+
+def test_unlabelled_nodes_may_be_minus_one():
+    data = planted_partition(per_class=8, seed=2)
+    data.y = data.y.clone()
+    data.y[data.test_mask] = -1
+    data.test_mask = torch.zeros_like(data.test_mask)
+    LDS(max_outer_iters=1, max_inner_steps=10, num_samples=2, verbose=False).fit(data)
+
+
+def test_bad_input_errors():
+    data = planted_partition(per_class=6, seed=0)
+    quick = dict(max_outer_iters=1, max_inner_steps=5, verbose=False)
+    bad = data.clone()
+    bad.train_mask = torch.zeros_like(bad.train_mask)
+    with pytest.raises(ValueError, match="train_mask selects no nodes"):
+        LDS(**quick).fit(bad)
+    bad = data.clone()
+    bad.y = bad.y.clone()
+    bad.y[bad.train_mask.nonzero()[0]] = -3
+    with pytest.raises(ValueError, match="labels out of range"):
+        LDS(**quick).fit(bad)
+    bad = data.clone()
+    bad.val_mask = bad.val_mask | bad.train_mask
+    with pytest.raises(ValueError, match="overlap"):
+        LDS(**quick).fit(bad)
+    bad = data.clone()
+    bad.x = bad.x.clone()
+    bad.x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        LDS(**quick).fit(bad)
+    bad = data.clone()
+    bad.edge_index = bad.edge_index.clone()
+    bad.edge_index[0, 0] = 10_000
+    with pytest.raises(ValueError, match="out of range"):
+        LDS(**quick).fit(bad)
+    with pytest.raises(ValueError, match="candidate set is empty"):
+        EdgeDistribution.from_candidates(10, candidates="sparse", init_edge_index=None)
+    with pytest.raises(ValueError, match="hypergrad_every"):
+        LDS(hypergrad_every=0, **quick).fit(data)
+    with pytest.raises(ValueError, match="truncate=9 exceeds"):
+        LDS(hypergrad_every=5, truncate=9, **quick).fit(data)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LDS().predict(data)
