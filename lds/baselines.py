@@ -18,7 +18,7 @@ from torch import Tensor
 
 from bilevel_core import Adam
 
-from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, sample_dropout_masks
+from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
 from .model import PreparedData, split_validation, validate_data
 from .propagation import pairs_from_edge_index
 
@@ -53,6 +53,7 @@ class GCNBaseline(BaseEstimator):
         hidden: int = 16,
         dropout: float = 0.5,
         weight_decay: float = 5e-4,
+        normalize_features: bool | str = "auto",
         seed: int = 0,
         device: str = "cpu",
         dtype: str = "float32",
@@ -70,6 +71,7 @@ class GCNBaseline(BaseEstimator):
         self.hidden = hidden
         self.dropout = dropout
         self.weight_decay = weight_decay
+        self.normalize_features = normalize_features
         self.seed = seed
         self.device = device
         self.dtype = dtype
@@ -135,7 +137,8 @@ class GCNBaseline(BaseEstimator):
         _, val_stop = split_validation(masks["val_mask"], self.seed)
         y = y.clone().long()
         y[y < 0] = 0
-        prep = PreparedData(x=x.to(device=device, dtype=dtype), y=y.to(device), num_classes=num_classes,
+        x = preprocess_features(x.to(device=device, dtype=dtype), self.normalize_features)
+        prep = PreparedData(x=x, y=y.to(device), num_classes=num_classes,
                             train_idx=torch.nonzero(masks["train_mask"], as_tuple=True)[0].to(device),
                             val_outer_idx=torch.empty(0, dtype=torch.long), val_stop_idx=val_stop.to(device),
                             edge_index=data.edge_index, num_nodes=x.size(0))
@@ -191,7 +194,8 @@ class GCNBaseline(BaseEstimator):
             raise RuntimeError("this baseline is not fitted yet: call fit(data) first.")
         if data.x.size(0) != self.num_nodes_:
             raise ValueError(f"data.x must have {self.num_nodes_} rows (transductive: the graph it was fit on).")
-        return self._proba(self.params_, data.x.to(device=self.device, dtype=self._torch_dtype)).cpu()
+        x = preprocess_features(data.x.to(device=self.device, dtype=self._torch_dtype), self.normalize_features)
+        return self._proba(self.params_, x).cpu()
 
     def predict(self, data: Any) -> Tensor:
         return self.predict_proba(data).argmax(1)

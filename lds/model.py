@@ -25,7 +25,7 @@ from torch import Tensor
 from bilevel_core import Adam, DynamicsState, hypergradient
 
 from .edges import EdgeDistribution
-from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, sample_dropout_masks
+from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
 
 INNER_LR_RANGE = (1e-4, 0.05)
 
@@ -210,6 +210,8 @@ class LDS(BaseEstimator):
         init_prob: θ on candidates outside the initial graph.
         sampling: ``False`` runs the GCN on ``A = θ`` (kNN-LDS (dense)); ``True`` samples ``A ~ Ber(θ)``.
         hidden, dropout, weight_decay: the GCN (16, 0.5, 5e-4 on the first layer).
+        normalize_features: Kipf's row normalisation of the features (``"auto"``: when non-negative).
+        inner_eps: ε of the inner Adam.
         checkpoint_every: outer iterations between checkpoints (when ``checkpoint`` is given to fit).
         seed, device, dtype, verbose.
     """
@@ -222,6 +224,7 @@ class LDS(BaseEstimator):
         outer_lr_decay: float = 1e-3,
         inner_lr: float = 0.02,
         learn_inner_lr: bool = True,
+        inner_eps: float = 1e-8,
         num_samples: int = 16,
         patience: int = 20,
         max_inner_steps: int = 400,
@@ -237,6 +240,7 @@ class LDS(BaseEstimator):
         hidden: int = 16,
         dropout: float = 0.5,
         weight_decay: float = 5e-4,
+        normalize_features: bool | str = "auto",
         checkpoint_every: int = 5,
         seed: int = 0,
         device: str = "cpu",
@@ -249,6 +253,7 @@ class LDS(BaseEstimator):
         self.outer_lr_decay = outer_lr_decay
         self.inner_lr = inner_lr
         self.learn_inner_lr = learn_inner_lr
+        self.inner_eps = inner_eps
         self.num_samples = num_samples
         self.patience = patience
         self.max_inner_steps = max_inner_steps
@@ -264,6 +269,7 @@ class LDS(BaseEstimator):
         self.hidden = hidden
         self.dropout = dropout
         self.weight_decay = weight_decay
+        self.normalize_features = normalize_features
         self.checkpoint_every = checkpoint_every
         self.seed = seed
         self.device = device
@@ -317,7 +323,7 @@ class LDS(BaseEstimator):
         y_safe = y.clone().long()
         y_safe[y_safe < 0] = 0  # unlabelled nodes (never read)
         return PreparedData(
-            x=x.to(device=device, dtype=self._torch_dtype),
+            x=preprocess_features(x.to(device=device, dtype=self._torch_dtype), self.normalize_features),
             y=y_safe.to(device),
             num_classes=num_classes,
             train_idx=torch.nonzero(masks["train_mask"], as_tuple=True)[0].to(device),
@@ -453,7 +459,7 @@ class LDS(BaseEstimator):
                                          self._torch_dtype, prep.x.device)
             return uniforms, masks
 
-        dynamics = Adam(inner, lr=self._inner_lr)
+        dynamics = Adam(inner, lr=self._inner_lr, eps=self.inner_eps)
         stop = TrainLossStall(self.inner_patience, self.inner_tol)
         state: Any = params
         steps = 0
@@ -521,7 +527,8 @@ class LDS(BaseEstimator):
             raise ValueError(
                 f"data.x must have {self.num_nodes_} rows (LDS is transductive: predict on the graph it was fit on)."
             )
-        return PreparedData(x=x.to(device=self.device, dtype=self._torch_dtype), y=torch.zeros(0, dtype=torch.long),
+        x = preprocess_features(x.to(device=self.device, dtype=self._torch_dtype), self.normalize_features)
+        return PreparedData(x=x, y=torch.zeros(0, dtype=torch.long),
                             num_classes=self.num_classes_, train_idx=torch.empty(0, dtype=torch.long),
                             val_outer_idx=self.val_outer_idx_, val_stop_idx=self.val_stop_idx_,
                             edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=self.num_nodes_)

@@ -1,202 +1,411 @@
-"""Normalised GCN propagation ``Y = Â M`` on a graph given by values over candidate pairs.
+r"""Normalised GCN propagation ``Y = Â M`` on a graph given by values over candidate pairs.
 
-θ-space: ``values`` has one entry per undirected candidate pair ``(i, j)``, ``i < j``; the
-adjacency is symmetric, ``A_ij = A_ji = values[p]``, and ``Â = D̃^{-1/2}(A + I)D̃^{-1/2}`` with
-``d̃_i = 1 + Σ_j A_ij`` (Kipf & Welling, 2017).
+Parametrisation (θ-space of LDS): ``values`` holds one entry per undirected candidate pair
+``p = (i, j)``, ``i < j``, listed in ``pairs`` of shape ``(2, P)``. The adjacency is symmetric,
+``A_ij = A_ji = values[p]``, and (Kipf & Welling, 2017)
 
-:func:`gcn_propagate` keeps the forward pass sparse (only the pairs with a nonzero value enter a
-CSR matrix) while the gradient reaches *every* candidate pair, also those sampled as 0
-(straight-through, LDS eq. 9.6). With ``s = d̃^{-1/2}``, ``E = ∂L/∂Y``:
+    Â = D̃^{-1/2} (A + I) D̃^{-1/2},      d̃_i = 1 + Σ_j A_ij,      Y = Â M.
 
-- ``∂L/∂M = Â E``;
-- ``∂L/∂A_ij = s_i s_j ⟨E_i, M_j⟩ + c_i`` (directed entry), with
-  ``c_i = -½ s_i² (⟨E_i, Y_i⟩ + ⟨(ÂE)_i, M_i⟩)`` from the degree, so an undirected pair gets
-  ``g_p = s_i s_j (⟨E_i, M_j⟩ + ⟨E_j, M_i⟩) + c_i + c_j``.
+:func:`gcn_propagate` keeps the forward pass sparse: only the pairs with a nonzero value (a sampled
+graph has ~7k of Cora's 3.7M pairs) enter a CSR matrix, and ``Y = s ⊙ ((A + I)(s ⊙ M))`` with
+``s = d̃^{-1/2}``. The gradient nevertheless reaches *every* candidate pair, also those whose value is 0
+(the straight-through estimator of LDS needs ``∂L/∂A_ij`` where ``A_ij = 0``).
 
-The backward is written with differentiable operations (it calls the propagation itself for
-``ÂE``), so second and higher derivatives exist: the bilevel hypergradient differentiates through
-inner gradient steps. The pair term costs O(P·h), or one N×N product when the candidate set is
-all pairs; it is skipped when the engine will not use the gradient with respect to the values
-(an ordinary inner step asks only for the GCN weights).
+Gradients (``E = ∂L/∂Y``, ``B = A + I``, directed entries ``A_ij`` treated as independent, then
+evaluated at the symmetric point):
+
+- ``∂L/∂M = Âᵀ E = Â E``.
+- ``Y = S B S M`` with ``S = diag(s)``. Varying ``B`` at fixed ``S`` gives ``s_i s_j ⟨E_i, M_j⟩``.
+  ``A_ij`` also changes ``d̃_i`` (row ``i`` only): ``∂s_i/∂A_ij = -½ s_i³``. ``s_i`` enters ``Y`` twice,
+  as the left factor of row ``i`` (``∂L/∂s_i ∋ ⟨E_i, (BSM)_i⟩ = ⟨E_i, Y_i⟩ / s_i``) and as the right
+  factor of column ``i`` (``∂L/∂s_i ∋ ⟨M_i, (BᵀSE)_i⟩ = ⟨M_i, (ÂE)_i⟩ / s_i``). Hence
+
+      ∂L/∂A_ij = s_i s_j ⟨E_i, M_j⟩ + c_i,     c_i = -½ s_i² (⟨E_i, Y_i⟩ + ⟨(ÂE)_i, M_i⟩),
+
+  and the undirected pair gets the sum of its two entries,
+
+      g_p = s_i s_j (⟨E_i, M_j⟩ + ⟨E_j, M_i⟩) + c_i + c_j = ⟨L_i, R_j⟩,
+
+  with ``L = [sE, sM, c, 1]`` and ``R = [sM, sE, 1, c]`` (``N × (2h+2)``): a rank-``2h+2`` matrix
+  ``G = L Rᵀ`` (symmetric) read at the candidate pairs.
+
+Two strategies evaluate ``g``: ``"gather"`` takes the rows of ``L`` and ``R`` at the pairs (O(P·h),
+for a sparse candidate set) and ``"dense"`` forms ``G`` with one N×N matrix product and reads the
+candidate entries (for the all-pairs set, where ``P ≈ N²/2``); ``"auto"`` picks ``"dense"`` when
+``P`` is at least :data:`DENSE_FRACTION` of all pairs.
+
+The backward pass is written with differentiable operations (``ÂE`` is computed by the same
+autograd Function, the degree through a small Function whose backward again reaches every
+candidate), so second and higher derivatives are exact: the bilevel hypergradient differentiates
+through inner gradient steps. The pair term is only formed when autograd will use the gradient with
+respect to ``values``; an ordinary inner step, which asks for the GCN weights only, skips it.
+
+Example:
+    >>> import torch
+    >>> pairs = all_pairs(4)                               # the 6 pairs of 4 nodes
+    >>> values = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0], requires_grad=True)
+    >>> M = torch.randn(4, 2)
+    >>> Y = gcn_propagate(values, pairs, M, 4)
+    >>> torch.allclose(Y, dense_gcn_propagate(values, pairs, M, 4), atol=1e-6)
+    True
+    >>> Y.sum().backward()                                 # a gradient for all 6 pairs
+    >>> values.grad.shape
+    torch.Size([6])
 """
 
 from __future__ import annotations
 
 import warnings
-import weakref
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+__all__ = [
+    "DENSE_FRACTION",
+    "CandidateGraph",
+    "SampledGraph",
+    "all_pairs",
+    "candidate_graph",
+    "check_pairs",
+    "dense_adjacency",
+    "dense_gcn_propagate",
+    "dense_normalized_adjacency",
+    "gcn_propagate",
+    "pairs_from_edge_index",
+    "to_edge_index",
+]
+
+CandidateMode = Literal["auto", "gather", "dense"]
+_MODES = ("auto", "gather", "dense")
+
+DENSE_FRACTION = 0.25
+"""With ``candidate_mode="auto"``, the pair gradient is formed densely when P ≥ this fraction of N(N-1)/2."""
 
 
-def all_pairs(num_nodes: int) -> Tensor:
-    """All undirected pairs ``(i, j)``, ``i < j``: shape ``(2, N(N-1)/2)``."""
-    if num_nodes < 2:
-        raise ValueError(f"num_nodes must be >= 2 for a candidate set of pairs, got {num_nodes}.")
-    return torch.triu_indices(num_nodes, num_nodes, offset=1)
+# ----------------------------------------------------------------------------- pairs
 
 
-def pairs_from_edge_index(edge_index: Tensor) -> Tensor:
-    """Unique undirected pairs ``(min, max)`` of an edge index, self-loops dropped, sorted."""
+def _check_num_nodes(num_nodes: Any) -> int:
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+        raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}.")
+    return num_nodes
+
+
+def all_pairs(num_nodes: int, *, device: torch.device | str | None = None) -> Tensor:
+    """All undirected pairs ``(i, j)``, ``i < j``, in row-major order: shape ``(2, N(N-1)/2)``.
+
+    Example:
+        >>> all_pairs(3)
+        tensor([[0, 0, 1],
+                [1, 2, 2]])
+    """
+    n = _check_num_nodes(num_nodes)
+    return torch.triu_indices(n, n, offset=1, device=device)
+
+
+def pairs_from_edge_index(edge_index: Tensor, num_nodes: int | None = None) -> Tensor:
+    """Unique undirected pairs ``(min, max)`` of an edge index, self-loops dropped, sorted.
+
+    Args:
+        edge_index: ``(2, E)`` integer tensor; either or both directions of an edge may be present.
+        num_nodes: N (default: largest index + 1); only used to form sort keys.
+
+    Example:
+        >>> pairs_from_edge_index(torch.tensor([[0, 1, 2, 2], [1, 0, 2, 0]]))
+        tensor([[0, 0],
+                [1, 2]])
+    """
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a tensor of shape (2, E), got {type(edge_index).__name__}.")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}.")
+    if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index must hold integer node indices, got {edge_index.dtype}; use edge_index.long().")
+    edge_index = edge_index.long()
     if edge_index.numel() == 0:
         return torch.empty(2, 0, dtype=torch.long, device=edge_index.device)
+    if int(edge_index.min()) < 0:
+        raise ValueError(f"edge_index has a negative node index ({int(edge_index.min())}).")
     lo = torch.minimum(edge_index[0], edge_index[1])
     hi = torch.maximum(edge_index[0], edge_index[1])
     keep = lo != hi
-    lo, hi = lo[keep].long(), hi[keep].long()
-    n = int(hi.max()) + 1 if hi.numel() else 1
-    keys = torch.unique(lo * n + hi)
+    lo, hi = lo[keep], hi[keep]
+    n = int(edge_index.max()) + 1 if num_nodes is None else max(int(num_nodes), int(edge_index.max()) + 1)
+    keys = torch.unique(lo * n + hi)  # sorted
     return torch.stack([keys // n, keys % n])
 
 
-def to_edge_index(values: Tensor, pairs: Tensor, keep_zeros: bool = True) -> tuple[Tensor, Tensor]:
-    """Both directions ``(2, 2P)`` and their weights, e.g. to run a PyG ``MessagePassing`` layer.
+def check_pairs(pairs: Any, num_nodes: int) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``pairs`` is a valid ``(2, P)`` candidate set on N nodes.
 
-    With ``keep_zeros`` every candidate is an edge (weight 0 or 1), so unsampled pairs get gradient.
+    Valid: a ``torch.long`` tensor of shape ``(2, P)``, indices in ``[0, N)``, ``pairs[0] < pairs[1]``,
+    no duplicate pair. Costs O(P) for sorted pairs (as produced by :func:`all_pairs` and
+    :func:`pairs_from_edge_index`), O(P log P) otherwise.
     """
+    n = _check_num_nodes(num_nodes)
+    if not isinstance(pairs, Tensor):
+        raise TypeError(f"pairs must be a torch.long tensor of shape (2, P), got {type(pairs).__name__}.")
+    if pairs.dim() != 2 or pairs.size(0) != 2:
+        raise ValueError(f"pairs must have shape (2, P), got {tuple(pairs.shape)}; "
+                         "build it with all_pairs(N) or pairs_from_edge_index(edge_index).")
+    if pairs.dtype != torch.long:
+        raise TypeError(f"pairs must be a torch.long tensor, got {pairs.dtype}; use pairs.long().")
+    if pairs.size(1) == 0:
+        return
+    lo, hi = int(pairs.min()), int(pairs.max())
+    if lo < 0 or hi >= n:
+        raise ValueError(f"pairs has node indices outside [0, {n}) (num_nodes={n}): min {lo}, max {hi}.")
+    bad = pairs[0] >= pairs[1]
+    if bool(bad.any()):
+        k = int(torch.nonzero(bad)[0, 0])
+        raise ValueError(
+            f"pairs must satisfy pairs[0] < pairs[1] (undirected pairs, no self-loops), but pair {k} is "
+            f"({int(pairs[0, k])}, {int(pairs[1, k])}); use pairs_from_edge_index(edge_index)."
+        )
+    keys = pairs[0] * n + pairs[1]
+    if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):
+        keys = keys.sort().values
+        dup = keys[1:] == keys[:-1]
+        if bool(dup.any()):
+            key = int(keys[1:][dup][0])
+            raise ValueError(f"pairs contains the pair ({key // n}, {key % n}) more than once; "
+                             "use pairs_from_edge_index to deduplicate.")
+
+
+def to_edge_index(values: Tensor, pairs: Tensor, keep_zeros: bool = True) -> tuple[Tensor, Tensor]:
+    """Both directions ``(2, 2P)`` and their weights ``(2P,)``, e.g. for a PyG ``MessagePassing`` layer.
+
+    With ``keep_zeros`` every candidate is an edge (weight 0 or 1), so a layer such as ``GCNConv``
+    gives the same propagation and a gradient for every candidate. Without it only the pairs with a
+    nonzero value are kept. The weights are differentiable in ``values``.
+
+    Example:
+        >>> to_edge_index(torch.tensor([1.0, 0.0]), torch.tensor([[0, 1], [1, 2]]))
+        (tensor([[0, 1, 1, 2],
+                [1, 2, 0, 1]]), tensor([1., 0., 1., 0.]))
+    """
+    if values.dim() != 1 or pairs.dim() != 2 or pairs.size(0) != 2 or values.numel() != pairs.size(1):
+        raise ValueError(f"values must have shape (P,) and pairs (2, P), got {tuple(values.shape)} "
+                         f"and {tuple(pairs.shape)}.")
     if not keep_zeros:
-        nz = values.detach() != 0
+        nz = torch.nonzero(values.detach(), as_tuple=True)[0]
         values, pairs = values[nz], pairs[:, nz]
     return torch.cat([pairs, pairs.flip(0)], dim=1), torch.cat([values, values])
 
 
+# ----------------------------------------------------------------------------- candidate set
+
+
 class CandidateGraph:
-    """The static candidate set: pairs, node count and the strategy for the pair gradient.
+    """A static candidate set of pairs with its node count and pair-gradient strategy.
+
+    Build it once per candidate set (or let :func:`candidate_graph` cache it per ``pairs`` tensor):
+    validation and the index used by the dense strategy are computed here, not at every step.
 
     Args:
-        pairs: ``(2, P)`` with ``pairs[0] < pairs[1]``, no duplicates.
+        pairs: ``(2, P)`` long tensor, ``pairs[0] < pairs[1]``, no duplicates.
         num_nodes: N.
         candidate_mode: ``"gather"`` (O(P·h)), ``"dense"`` (one N×N product) or ``"auto"`` (dense when
-            P is at least half of all pairs).
-        validate: check the pairs (shape, range, order, duplicates).
+            P ≥ ``DENSE_FRACTION``·N(N-1)/2).
+        validate: run :func:`check_pairs`.
+
+    Attributes:
+        pairs, num_nodes, num_pairs, mode (``"gather"`` or ``"dense"``), is_all_pairs, validated.
     """
 
-    def __init__(self, pairs: Tensor, num_nodes: int, candidate_mode: str = "auto", validate: bool = True) -> None:
-        if candidate_mode not in ("auto", "gather", "dense"):
-            raise ValueError(f"candidate_mode must be 'auto', 'gather' or 'dense', got {candidate_mode!r}.")
+    def __init__(self, pairs: Tensor, num_nodes: int, candidate_mode: CandidateMode = "auto", *,
+                 validate: bool = True) -> None:
+        if candidate_mode not in _MODES:
+            raise ValueError(f"candidate_mode must be one of {_MODES}, got {candidate_mode!r}.")
+        n = _check_num_nodes(num_nodes)
         if validate:
-            _check_pairs(pairs, num_nodes)
+            check_pairs(pairs, n)
         self.pairs = pairs
-        self.num_nodes = int(num_nodes)
-        total = num_nodes * (num_nodes - 1) // 2
+        self.num_nodes = n
+        self.num_pairs = int(pairs.size(1))
+        self.validated = bool(validate)
+        total = n * (n - 1) // 2
         if candidate_mode == "auto":
-            candidate_mode = "dense" if pairs.size(1) >= 0.5 * max(total, 1) else "gather"
-        self.mode = candidate_mode
-        self.flat_index = pairs[0] * num_nodes + pairs[1] if candidate_mode == "dense" else None
+            candidate_mode = "dense" if total > 0 and self.num_pairs >= DENSE_FRACTION * total else "gather"
+        self.mode: str = candidate_mode
+        self._flat_index: Tensor | None = None
+
+    @property
+    def is_all_pairs(self) -> bool:
+        """Whether the (validated) candidate set is every pair of the N nodes."""
+        n = self.num_nodes
+        return self.validated and n > 1 and self.num_pairs == n * (n - 1) // 2
+
+    @property
+    def flat_index(self) -> Tensor:
+        """``i·N + j`` per pair: where the dense strategy reads ``G``."""
+        if self._flat_index is None:
+            flat = self.pairs[0] * self.num_nodes + self.pairs[1]
+            small = self.num_nodes * self.num_nodes < 2**31
+            self._flat_index = flat.int() if small else flat  # int32 reads faster and halves the cache
+        return self._flat_index
+
+    def with_mode(self, candidate_mode: CandidateMode) -> CandidateGraph:
+        """The same candidate set with another pair-gradient strategy (no new validation)."""
+        if candidate_mode == "auto" or candidate_mode == self.mode:
+            return self
+        other = CandidateGraph(self.pairs, self.num_nodes, candidate_mode, validate=False)
+        other.validated = self.validated
+        return other
+
+    def __repr__(self) -> str:
+        return f"CandidateGraph(num_nodes={self.num_nodes}, num_pairs={self.num_pairs}, mode={self.mode!r})"
 
 
-class TensorCache:
-    """A cache keyed by tensor identity that forgets an entry when its tensor is freed."""
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref, Any]] = {}
-
-    def get(self, key: Tensor) -> Any:
-        entry = self._entries.get(id(key))
-        if entry is not None and entry[0]() is key:
-            return entry[1]
-        return None
-
-    def set(self, key: Tensor, value: Any) -> None:
-        self._entries[id(key)] = (weakref.ref(key), value)
-        weakref.finalize(key, self._entries.pop, id(key), None)
+_CANDIDATES: Any = WeakIdKeyDictionary()  # pairs -> {"version", "validated": {N}, (N, mode): CandidateGraph}
 
 
-_CANDIDATES = TensorCache()
+def candidate_graph(pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mode: CandidateMode = "auto", *,
+                    validate: bool = True) -> CandidateGraph:
+    """A :class:`CandidateGraph` for ``pairs``, cached per pairs tensor (validated at most once).
 
-
-def candidate_graph(pairs: Tensor, num_nodes: int, candidate_mode: str = "auto") -> CandidateGraph:
-    """A :class:`CandidateGraph` for ``pairs``, cached per pairs tensor (validated once)."""
-    cached = _CANDIDATES.get(pairs)
-    if cached is not None and cached.num_nodes == num_nodes and candidate_mode in ("auto", cached.mode):
-        return cached
-    cand = CandidateGraph(pairs, num_nodes, candidate_mode)
-    _CANDIDATES.set(pairs, cand)
+    The cache holds the tensor weakly and forgets it when ``pairs`` is modified in place.
+    """
+    if isinstance(pairs, CandidateGraph):
+        if pairs.num_nodes != num_nodes:
+            raise ValueError(f"the candidate set has {pairs.num_nodes} nodes, but num_nodes={num_nodes}.")
+        if candidate_mode not in _MODES:
+            raise ValueError(f"candidate_mode must be one of {_MODES}, got {candidate_mode!r}.")
+        return pairs.with_mode(candidate_mode)
+    if not isinstance(pairs, Tensor):
+        raise TypeError(f"pairs must be a torch.long tensor of shape (2, P), got {type(pairs).__name__}.")
+    if candidate_mode not in _MODES:
+        raise ValueError(f"candidate_mode must be one of {_MODES}, got {candidate_mode!r}.")
+    entries = _CANDIDATES.get(pairs)
+    if entries is None or entries["version"] != pairs._version:
+        entries = {"version": pairs._version, "validated": set()}
+        _CANDIDATES[pairs] = entries
+    if validate and num_nodes not in entries["validated"]:
+        check_pairs(pairs, num_nodes)
+        entries["validated"].add(num_nodes)
+    key = (num_nodes, candidate_mode)
+    cand = entries.get(key)
+    if cand is None:
+        cand = CandidateGraph(pairs, num_nodes, candidate_mode, validate=False)
+        entries[key] = cand
+    cand.validated = num_nodes in entries["validated"]
     return cand
 
 
-def _check_pairs(pairs: Tensor, num_nodes: int) -> None:
-    if not isinstance(pairs, Tensor) or pairs.dim() != 2 or pairs.size(0) != 2:
-        raise ValueError(f"pairs must be a tensor of shape (2, P), got {getattr(pairs, 'shape', type(pairs))}.")
-    if pairs.dtype != torch.long:
-        raise TypeError(f"pairs must be a LongTensor, got {pairs.dtype}.")
-    if pairs.numel() == 0:
-        return
-    if int(pairs.min()) < 0 or int(pairs.max()) >= num_nodes:
-        raise ValueError(f"pairs has node indices outside [0, {num_nodes}): min {int(pairs.min())}, "
-                         f"max {int(pairs.max())}.")
-    if not bool((pairs[0] < pairs[1]).all()):
-        raise ValueError("pairs must satisfy pairs[0] < pairs[1] (undirected pairs, no self-loops); "
-                         "use pairs_from_edge_index(edge_index).")
-    keys = pairs[0] * num_nodes + pairs[1]
-    if torch.unique(keys).numel() != keys.numel():
-        raise ValueError("pairs contains duplicate pairs; use pairs_from_edge_index to deduplicate.")
+# ----------------------------------------------------------------------------- one sampled graph
 
 
-class Support:
-    """The nonzero pattern of one values vector (one sampled graph), shared by both GCN layers."""
+class SampledGraph:
+    """The nonzero pattern of one ``values`` vector on a candidate set: CSR adjacency and degrees.
 
-    def __init__(self, values: Tensor, cand: CandidateGraph) -> None:
-        n = cand.num_nodes
-        self.cand = cand
-        self.nz = torch.nonzero(values.detach() != 0, as_tuple=True)[0]
-        i, j = cand.pairs[0, self.nz], cand.pairs[1, self.nz]
-        rows = torch.cat([i, j])
-        cols = torch.cat([j, i])
-        order = torch.argsort(rows * n + cols)
-        self.rows, self.cols, self.order = rows, cols, order
-        self.i, self.j = i, j
-        counts = torch.bincount(rows, minlength=n)
-        self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        self.col_sorted = cols[order]
+    A snapshot of ``values`` when it is built; share it between the propagations that use the same
+    values (the two layers of a GCN, and the backward pass). Built by :func:`gcn_propagate` when not given.
 
-    def degree(self, values: Tensor) -> Tensor:
-        """``d̃ = 1 + A 1`` (differentiable in ``values``)."""
-        v = values[self.nz]
-        d = torch.ones(self.cand.num_nodes, dtype=values.dtype, device=values.device)
-        return d.index_add(0, self.i, v).index_add(0, self.j, v)
+    Attributes:
+        candidates: the :class:`CandidateGraph`.
+        nonzero: indices of the candidate pairs with a nonzero value.
+        degree: ``d̃ = 1 + A 1`` ``(N,)``.
+        inv_sqrt_degree: ``s = d̃^{-1/2}`` ``(N,)``.
+        adjacency: the symmetric ``A`` as a CSR tensor (``None`` when there is no nonzero value).
+    """
 
-    def spmm(self, values: Tensor, X: Tensor) -> Tensor:
-        """``A X`` with a CSR matrix (no autograd: used inside the Function's forward)."""
-        v = values[self.nz]
-        vals = torch.cat([v, v])[self.order]
-        n = self.cand.num_nodes
-        A = torch.sparse_csr_tensor(self.crow, self.col_sorted, vals, (n, n), dtype=X.dtype, device=X.device,
-                                    check_invariants=False)
-        return A @ X
+    def __init__(self, values: Tensor, candidates: CandidateGraph) -> None:
+        n = candidates.num_nodes
+        v = values.detach()
+        pairs = candidates.pairs
+        self.candidates = candidates
+        self.nonzero = torch.nonzero(v, as_tuple=True)[0]
+        w = v[self.nonzero]
+        i, j = pairs[0, self.nonzero], pairs[1, self.nonzero]
+        degree = torch.ones(n, dtype=v.dtype, device=v.device)
+        self.degree = degree.index_add_(0, i, w).index_add_(0, j, w)
+        self.inv_sqrt_degree = self.degree.rsqrt()
+        self.adjacency: Tensor | None = None
+        if w.numel():
+            rows = torch.cat([i, j])
+            cols = torch.cat([j, i])
+            order = torch.argsort(rows * n + cols)
+            counts = torch.bincount(rows, minlength=n)
+            crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                self.adjacency = torch.sparse_csr_tensor(crow, cols[order], torch.cat([w, w])[order], (n, n),
+                                                         check_invariants=False)
+
+    def matmul(self, X: Tensor) -> Tensor:
+        """``A X`` (not differentiable: used inside the autograd Functions)."""
+        if self.adjacency is None:
+            return torch.zeros_like(X)
+        return self.adjacency @ X
 
 
-def _needs_values_grad(ctx: Any) -> bool:
-    """Whether the engine will use ∂L/∂values in this backward pass (skip the pair term if not)."""
+# ----------------------------------------------------------------------------- autograd
+
+
+class _Degree(torch.autograd.Function):
+    """``d̃ = 1 + A 1`` from the nonzero values; the gradient reaches every candidate pair."""
+
+    @staticmethod
+    def forward(values: Tensor, graph: SampledGraph) -> Tensor:
+        return graph.degree.clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.graph = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad_degree: Tensor) -> tuple[Tensor, None]:
+        pairs = ctx.graph.candidates.pairs
+        return grad_degree[pairs[0]] + grad_degree[pairs[1]], None  # differentiable (gather)
+
+
+def _values_grad_needed(ctx: Any) -> bool:
+    """Whether autograd will use ``∂L/∂values`` in this backward pass (the pair term is skipped if not)."""
     if not ctx.needs_input_grad[0]:
         return False
-    edge = getattr(ctx, "values_edge", None)
+    edge = ctx.values_edge
     if edge is None:
         return True
     try:
         return bool(torch._C._will_engine_execute_node(edge.node))
-    except (RuntimeError, AttributeError):  # a leaf under autograd.grad, or an older torch
+    except (RuntimeError, AttributeError, TypeError):  # outside the engine, or another torch version
         return True
 
 
+def _pair_gradient(values: Tensor, M: Tensor, Y: Tensor, E: Tensor, AE: Tensor, graph: SampledGraph) -> Tensor:
+    """``g_p = ⟨L_i, R_j⟩`` for every candidate pair (see the module docstring); differentiable."""
+    if torch.is_grad_enabled():  # create_graph: the degree must carry its dependence on every candidate
+        s = _Degree.apply(values, graph).rsqrt()
+    else:
+        s = graph.inv_sqrt_degree
+    c = (-0.5 * s * s * ((E * Y).sum(1) + (AE * M).sum(1))).unsqueeze(1)
+    sE = s.unsqueeze(1) * E
+    sM = s.unsqueeze(1) * M
+    ones = torch.ones_like(c)
+    left = torch.cat([sE, sM, c, ones], dim=1)
+    right = torch.cat([sM, sE, ones, c], dim=1)
+    cand = graph.candidates
+    if cand.mode == "dense":
+        return (left @ right.T).reshape(-1).index_select(0, cand.flat_index)
+    pairs = cand.pairs
+    return (left[pairs[0]] * right[pairs[1]]).sum(1)
+
+
 class _Propagate(torch.autograd.Function):
-    """``Y = Â(values) M`` with a sparse forward and a differentiable backward."""
+    """``Y = Â(values) M``: sparse forward, differentiable backward."""
 
     @staticmethod
-    def forward(values: Tensor, M: Tensor, support: Support) -> Tensor:
-        s = support.degree(values).rsqrt().unsqueeze(1)
-        sm = s * M
-        return s * (support.spmm(values, sm) + sm)
+    def forward(values: Tensor, M: Tensor, graph: SampledGraph) -> Tensor:
+        s = graph.inv_sqrt_degree.unsqueeze(1)
+        sM = s * M
+        return s * (graph.matmul(sM) + sM)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        values, M, support = inputs
-        ctx.support = support
+        values, M, graph = inputs
+        ctx.graph = graph
         ctx.save_for_backward(values, M, output)
         ctx.values_edge = None
         if values.requires_grad and values.grad_fn is not None:
@@ -205,26 +414,35 @@ class _Propagate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, E: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         values, M, Y = ctx.saved_tensors
-        support: Support = ctx.support
-        need_values = _needs_values_grad(ctx)
+        need_values = _values_grad_needed(ctx)
         need_M = ctx.needs_input_grad[1]
-        AE = _Propagate.apply(values, E, support) if (need_M or need_values) else None
-        grad_values = None
-        if need_values:
-            cand = support.cand
-            s = support.degree(values).rsqrt()
-            c = -0.5 * s * s * ((E * Y).sum(1) + (AE * M).sum(1))
-            U = s.unsqueeze(1) * E
-            V = s.unsqueeze(1) * M
-            pi, pj = cand.pairs[0], cand.pairs[1]
-            if cand.mode == "dense":
-                G = U @ V.T
-                G = G + G.T
-                pair = G.reshape(-1)[cand.flat_index]
-            else:
-                pair = (U[pi] * V[pj]).sum(1) + (U[pj] * V[pi]).sum(1)
-            grad_values = pair + c[pi] + c[pj]
+        if not (need_values or need_M):
+            return None, None, None
+        AE = _Propagate.apply(values, E, ctx.graph)  # Âᵀ E = Â E
+        grad_values = _pair_gradient(values, M, Y, E, AE, ctx.graph) if need_values else None
         return grad_values, (AE if need_M else None), None
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _check_inputs(values: Any, cand: CandidateGraph, M: Any, num_nodes: int) -> None:
+    if not isinstance(values, Tensor):
+        raise TypeError(f"values must be a tensor of shape (P,), got {type(values).__name__}.")
+    if not isinstance(M, Tensor):
+        raise TypeError(f"M must be a tensor of shape (N, h), got {type(M).__name__}.")
+    if not values.is_floating_point():
+        raise TypeError(f"values must be floating point, got {values.dtype}.")
+    if values.shape != (cand.num_pairs,):
+        raise ValueError(f"values must have shape ({cand.num_pairs},), one entry per candidate pair, "
+                         f"got {tuple(values.shape)}.")
+    if M.dim() != 2 or M.size(0) != num_nodes:
+        raise ValueError(f"M must have shape (num_nodes, h) = ({num_nodes}, h), got {tuple(M.shape)}.")
+    if M.dtype != values.dtype:
+        raise TypeError(f"M and values must have the same dtype, got M {M.dtype} and values {values.dtype}.")
+    if M.device != values.device or cand.pairs.device != values.device:
+        raise ValueError(f"values, pairs and M must be on one device, got {values.device}, {cand.pairs.device} "
+                         f"and {M.device}.")
 
 
 def gcn_propagate(
@@ -233,53 +451,70 @@ def gcn_propagate(
     M: Tensor,
     num_nodes: int | None = None,
     *,
-    candidate_mode: str = "auto",
-    support: Support | None = None,
+    candidate_mode: CandidateMode = "auto",
     validate: bool = True,
+    sampled_graph: SampledGraph | None = None,
 ) -> Tensor:
-    """``Â M`` for the symmetric graph with ``A_ij = A_ji = values[p]`` on candidate pairs ``pairs``.
+    """``Â M`` for the symmetric graph with ``A_ij = A_ji = values[p]`` on the candidate pairs.
+
+    Sparse in the forward pass (only nonzero values), exact gradients for every candidate pair and
+    for ``M`` in the backward pass, differentiable to any order.
 
     Args:
-        values: ``(P,)`` edge values (0/1 samples, or weights; the gradient is taken at any real value).
+        values: ``(P,)`` edge values (0/1 samples or weights; gradients are taken at any real value,
+            but ``d̃`` must stay positive).
         pairs: ``(2, P)`` candidate pairs, or a prepared :class:`CandidateGraph`.
-        M: ``(N, h)`` node features.
+        M: ``(N, h)`` node features, same dtype and device as ``values``.
         num_nodes: N (default ``M.size(0)``).
-        candidate_mode: how the gradient over all candidates is formed (see :class:`CandidateGraph`).
-        support: a precomputed :class:`Support` of ``values`` (to share it between layers).
-        validate: check shapes (cheap); pairs are checked once per candidate set.
+        candidate_mode: how the gradient over all candidates is formed: ``"gather"``, ``"dense"`` or
+            ``"auto"`` (see :class:`CandidateGraph`).
+        validate: check the arguments (pairs once per tensor, shapes, dtypes, positive degrees). The
+            hot path of a fit passes ``False``.
+        sampled_graph: a :class:`SampledGraph` of ``values`` to reuse (e.g. across GCN layers).
+
+    Returns:
+        ``Y = Â M`` of shape ``(N, h)``.
     """
-    n = M.size(0) if num_nodes is None else int(num_nodes)
-    cand = pairs if isinstance(pairs, CandidateGraph) else candidate_graph(pairs, n, candidate_mode)
+    if num_nodes is None:
+        if not isinstance(M, Tensor) or M.dim() != 2:
+            raise ValueError(f"M must be a tensor of shape (N, h), got {getattr(M, 'shape', type(M).__name__)}.")
+        num_nodes = M.size(0)
     if validate:
-        if M.dim() != 2 or M.size(0) != n:
-            raise ValueError(f"M must have shape ({n}, h), got {tuple(M.shape)}.")
-        if values.shape != (cand.pairs.size(1),):
-            raise ValueError(f"values must have shape ({cand.pairs.size(1)},) (one per candidate pair), "
-                             f"got {tuple(values.shape)}.")
-        if cand.num_nodes != n:
-            raise ValueError(f"the candidate set has {cand.num_nodes} nodes but M has {n} rows.")
-    if support is None:
-        support = Support(values, cand)
-    return _Propagate.apply(values, M, support)
+        _check_num_nodes(num_nodes)
+    cand = candidate_graph(pairs, num_nodes, candidate_mode, validate=validate)
+    if validate:
+        _check_inputs(values, cand, M, num_nodes)
+    if sampled_graph is None:
+        sampled_graph = SampledGraph(values, cand)
+    elif sampled_graph.candidates.pairs is not cand.pairs or sampled_graph.candidates.num_nodes != num_nodes:
+        raise ValueError("sampled_graph was built on another candidate set than pairs.")
+    if validate and bool((sampled_graph.degree <= 0).any()):
+        k = int(torch.nonzero(sampled_graph.degree <= 0)[0, 0])
+        raise ValueError(f"values give node {k} the degree d̃ = 1 + Σ_j A_ij = {float(sampled_graph.degree[k]):g} "
+                         "<= 0, where D̃^{-1/2} is undefined; keep values >= 0 (e.g. probabilities in [0, 1]).")
+    return _Propagate.apply(values, M, sampled_graph)
 
 
 def dense_adjacency(values: Tensor, pairs: Tensor, num_nodes: int) -> Tensor:
-    """The dense symmetric ``A`` (differentiable in ``values``): the reference path for small graphs."""
-    A = torch.zeros(num_nodes, num_nodes, dtype=values.dtype, device=values.device)
+    """The dense symmetric ``A`` ``(N, N)`` with ``A_ij = A_ji = values[p]`` (differentiable in ``values``)."""
+    A = values.new_zeros(num_nodes, num_nodes)
     A = A.index_put((pairs[0], pairs[1]), values)
     return A.index_put((pairs[1], pairs[0]), values)
 
 
-def dense_normalized_adjacency(A: Tensor) -> Tensor:
-    """``Â = D̃^{-1/2}(A + I)D̃^{-1/2}`` for a dense (N, N) adjacency."""
-    if A.dim() != 2 or A.size(0) != A.size(1):
-        raise ValueError(f"A must be a square (N, N) matrix, got {tuple(A.shape)}.")
-    B = A + torch.eye(A.size(0), dtype=A.dtype, device=A.device)
+def dense_normalized_adjacency(A_dense: Tensor) -> Tensor:
+    """``Â = D̃^{-1/2}(A + I)D̃^{-1/2}`` with ``d̃_i = 1 + Σ_j A_ij`` for a dense ``(N, N)`` adjacency.
+
+    Plain autograd; ``A_dense`` is expected to be symmetric (the row sums are the degrees).
+    """
+    if not isinstance(A_dense, Tensor) or A_dense.dim() != 2 or A_dense.size(0) != A_dense.size(1):
+        raise ValueError(f"A_dense must be a square (N, N) tensor, got {tuple(getattr(A_dense, 'shape', ()))}.")
+    B = A_dense + torch.eye(A_dense.size(0), dtype=A_dense.dtype, device=A_dense.device)
     s = B.sum(1).rsqrt()
     return s.unsqueeze(1) * B * s.unsqueeze(0)
 
 
 def dense_gcn_propagate(values: Tensor, pairs: Tensor, M: Tensor, num_nodes: int | None = None) -> Tensor:
-    """Reference ``Â M`` with a dense adjacency and plain autograd (tests; small graphs)."""
+    """Reference ``Â M`` through a dense adjacency and plain autograd (tests; small graphs)."""
     n = M.size(0) if num_nodes is None else num_nodes
     return dense_normalized_adjacency(dense_adjacency(values, pairs, n)) @ M

@@ -186,3 +186,16 @@ def test_bad_input_errors():
         LDS(hypergrad_every=5, truncate=9, **quick).fit(data)
     with pytest.raises(RuntimeError, match="not fitted"):
         LDS().predict(data)
+
+
+def test_preprocess_features_auto_rows_sum_to_one_only_when_nonnegative():
+    from lds.gcn import preprocess_features
+
+    x = torch.tensor([[1.0, 3.0], [0.0, 0.0], [2.0, 2.0]])
+    out = preprocess_features(x, "auto")
+    assert torch.allclose(out, torch.tensor([[0.25, 0.75], [0.0, 0.0], [0.5, 0.5]]))
+    signed = torch.tensor([[1.0, -1.0], [0.5, 0.2]])
+    assert torch.equal(preprocess_features(signed, "auto"), signed)
+    assert torch.equal(preprocess_features(x, False), x)
+    with pytest.raises(ValueError, match="non-negative"):
+        preprocess_features(signed, True)

@@ -1,135 +1,293 @@
-"""Sparse GCN propagation against the dense reference: values, gradients, double backward."""
+"""Sparse GCN propagation against the dense autograd reference: values, gradients, higher orders."""
 
 import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lds.gcn import gcn_forward, init_gcn_params, sample_dropout_masks
+import lds.propagation as propagation
 from lds.propagation import (
     CandidateGraph,
+    SampledGraph,
     all_pairs,
+    candidate_graph,
+    check_pairs,
+    dense_adjacency,
     dense_gcn_propagate,
+    dense_normalized_adjacency,
     gcn_propagate,
     pairs_from_edge_index,
     to_edge_index,
 )
 
 DT = torch.float64
+MODES = ["gather", "dense"]
 
 
-def _setup(n=12, h=3, subset=None, binary=True, seed=0):
+def _problem(n=30, h=4, subset=None, kind="binary", seed=0):
+    """Candidate pairs (all, or a random subset), values of the given kind, features M."""
     g = torch.Generator().manual_seed(seed)
     pairs = all_pairs(n)
     if subset is not None:
-        keep = torch.rand(pairs.size(1), generator=g) < subset
-        pairs = pairs[:, keep]
-    p = pairs.size(1)
-    values = torch.rand(p, generator=g, dtype=DT)
-    if binary:
-        values = (values < 0.3).to(DT)
+        pairs = pairs[:, torch.rand(pairs.size(1), generator=g) < subset]
+    u = torch.rand(pairs.size(1), generator=g, dtype=DT)
+    values = (u < 0.15).to(DT) if kind == "binary" else u
     M = torch.randn(n, h, generator=g, dtype=DT)
     return pairs, values, M
 
 
-@pytest.mark.parametrize("mode", ["gather", "dense"])
-@pytest.mark.parametrize("subset,binary", [(None, True), (None, False), (0.4, True)])
-def test_forward_and_gradients_match_dense_reference(mode, subset, binary):
-    pairs, values, M = _setup(subset=subset, binary=binary)
-    n = M.size(0)
-    cand = CandidateGraph(pairs, n, candidate_mode=mode)
-    v1, m1 = values.clone().requires_grad_(True), M.clone().requires_grad_(True)
-    v2, m2 = values.clone().requires_grad_(True), M.clone().requires_grad_(True)
-    y1 = gcn_propagate(v1 * 1.0, cand, m1)
-    y2 = dense_gcn_propagate(v2, pairs, m2)
-    assert torch.allclose(y1, y2, atol=1e-12)
-    w = torch.randn_like(y1)
-    g1 = torch.autograd.grad((w * y1).sum(), (v1, m1))
-    g2 = torch.autograd.grad((w * y2).sum(), (v2, m2))
-    assert torch.allclose(g1[0], g2[0], atol=1e-12)  # every candidate, also those with value 0
-    assert torch.allclose(g1[1], g2[1], atol=1e-12)
-    if binary:
-        assert bool((g1[0][values == 0] != 0).any())
+CASES = [(None, "binary"), (None, "uniform"), (0.3, "binary"), (0.3, "uniform")]
 
 
-@pytest.mark.parametrize("mode", ["gather", "dense"])
-def test_gradcheck_and_gradgradcheck(mode):
-    pairs, values, M = _setup(n=6, h=2, binary=False)
-    cand = CandidateGraph(pairs, 6, candidate_mode=mode)
-    values = values.requires_grad_(True)
-    M = M.requires_grad_(True)
-    fn = lambda v, m: gcn_propagate(v, cand, m)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (values, M))
-    assert torch.autograd.gradgradcheck(fn, (values, M))
+# ----------------------------------------------------------------------------- pairs helpers
 
 
-def test_gradient_through_a_gradient_step_matches_dense():
-    """d/dθ of loss(w − η ∇_w L(w, θ)): the mixed second derivative the hypergradient needs."""
-    pairs, values, _ = _setup(n=10, binary=True, seed=3)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(10, 4, generator=g, dtype=DT)
-    theta = torch.rand(pairs.size(1), generator=g, dtype=DT)
-    W = torch.randn(4, 3, generator=g, dtype=DT)
-    y = torch.randint(0, 3, (10,), generator=g)
-
-    def outcome(prop):
-        th = theta.clone().requires_grad_(True)
-        a = values + (th - th.detach())  # straight-through: exact sample forward, A = θ backward
-        w = W.clone().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(prop(a, torch.tanh(prop(a, x @ w))), y)
-        (gw,) = torch.autograd.grad(loss, w, create_graph=True)
-        w1 = w - 0.5 * gw
-        outer = torch.nn.functional.cross_entropy(prop(a, x @ w1), y)
-        return torch.autograd.grad(outer, th)[0]
-
-    sparse = outcome(lambda a, m: gcn_propagate(a, pairs, m))
-    dense = outcome(lambda a, m: dense_gcn_propagate(a, pairs, m))
-    assert torch.allclose(sparse, dense, atol=1e-12)
+def test_all_pairs_is_the_upper_triangle():
+    pairs = all_pairs(5)
+    assert pairs.shape == (2, 10) and pairs.dtype == torch.long
+    assert bool((pairs[0] < pairs[1]).all())
+    assert all_pairs(1).shape == (2, 0)
+    check_pairs(pairs, 5)
 
 
-def test_gcn_forward_dense_and_sparse_paths_agree():
-    pairs, values, _ = _setup(n=15, binary=True, seed=4)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(15, 6, generator=g, dtype=DT)
-    x[x < 0.5] = 0
-    params = init_gcn_params(6, 16, 3, g, dtype=DT)
-    masks = sample_dropout_masks(x, (15, 16), 0.5, g)
-    th1 = values.clone().requires_grad_(True)
-    th2 = values.clone().requires_grad_(True)
-    from lds.propagation import dense_adjacency
-
-    out_sparse = gcn_forward(params, x, (th1 * 1.0, pairs), dropout_masks=masks)
-    out_dense = gcn_forward(params, x, dense_adjacency(th2, pairs, 15), dropout_masks=masks)
-    assert torch.allclose(out_sparse, out_dense, atol=1e-12)
-    w = torch.randn_like(out_sparse)
-    (g1,) = torch.autograd.grad((w * out_sparse).sum(), th1)
-    (g2,) = torch.autograd.grad((w * out_dense).sum(), th2)
-    assert torch.allclose(g1, g2, atol=1e-12)
+def test_pairs_from_edge_index_dedupes_orients_and_drops_self_loops():
+    ei = torch.tensor([[0, 1, 1, 2, 2, 3, 3], [1, 0, 2, 1, 2, 0, 0]])
+    assert pairs_from_edge_index(ei).tolist() == [[0, 0, 1], [1, 3, 2]]
+    assert pairs_from_edge_index(torch.empty(2, 0, dtype=torch.long)).shape == (2, 0)
+    with pytest.raises(ValueError, match="edge_index must have shape"):
+        pairs_from_edge_index(torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer"):
+        pairs_from_edge_index(torch.zeros(2, 4))
 
 
-def test_pyg_message_passing_view_matches():
-    """Every candidate passed as an edge with weight 0/1 to PyG's GCNConv gives the same propagation."""
+def test_candidate_mode_auto_and_cache():
+    pairs = all_pairs(20)
+    assert candidate_graph(pairs, 20).mode == "dense"
+    assert candidate_graph(pairs, 20).is_all_pairs
+    assert candidate_graph(pairs, 20) is candidate_graph(pairs, 20)  # validated once, then cached
+    sparse = pairs[:, ::10].clone()
+    assert candidate_graph(sparse, 20).mode == "gather"
+    assert candidate_graph(sparse, 20, "dense").mode == "dense"
+    with pytest.raises(ValueError, match="candidate_mode"):
+        candidate_graph(pairs, 20, "fast")
+
+
+# ----------------------------------------------------------------------------- values and gradients
+
+
+@pytest.mark.parametrize("mode", MODES + ["auto"])
+@pytest.mark.parametrize("subset,kind", CASES)
+def test_forward_matches_dense_reference(mode, subset, kind):
+    pairs, values, M = _problem(subset=subset, kind=kind)
+    Y = gcn_propagate(values, pairs, M, 30, candidate_mode=mode)
+    torch.testing.assert_close(Y, dense_gcn_propagate(values, pairs, M, 30), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("subset,kind", CASES)
+def test_gradients_match_dense_reference_for_every_candidate(mode, subset, kind):
+    pairs, values, M = _problem(subset=subset, kind=kind, seed=1)
+    W = torch.randn(30, 4, generator=torch.Generator().manual_seed(2), dtype=DT)
+    grads = []
+    for prop in (lambda v, m: gcn_propagate(v, pairs, m, 30, candidate_mode=mode),
+                 lambda v, m: dense_gcn_propagate(v, pairs, m, 30)):
+        v, m = values.clone().requires_grad_(True), M.clone().requires_grad_(True)
+        loss = (W * prop(v, m)).sum() + prop(v, m).pow(2).sum()  # a nonlinear loss
+        grads.append(torch.autograd.grad(loss, (v, m)))
+    (gv, gm), (rv, rm) = grads
+    torch.testing.assert_close(gv, rv, rtol=0, atol=1e-11)
+    torch.testing.assert_close(gm, rm, rtol=0, atol=1e-11)
+    if kind == "binary":  # the pairs sampled as 0 get a (nonzero) gradient too
+        assert bool((gv[values == 0] != 0).all())
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["binary", "uniform"])
+def test_gradcheck_and_gradgradcheck(mode, kind):
+    """At 0/1 values gradgradcheck also checks that the degree's derivative reaches the zero pairs."""
+    pairs, values, M = _problem(n=7, h=2, subset=0.7, kind=kind, seed=3)
+    if kind == "binary":
+        values[0] = 0.0
+    cand = CandidateGraph(pairs, 7, candidate_mode=mode)
+    inputs = (values.requires_grad_(True), M.requires_grad_(True))
+
+    def fn(v, m):
+        return gcn_propagate(v, cand, m, 7)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_third_derivatives_match_dense_reference(mode):
+    pairs, values, M = _problem(n=9, h=3, kind="binary", seed=4)
+    g = torch.Generator().manual_seed(5)
+    W, r, q = (torch.randn(9, 3, generator=g, dtype=DT), torch.randn(values.shape, generator=g, dtype=DT),
+               torch.randn(values.shape, generator=g, dtype=DT))
+
+    def third(prop):
+        v, m = values.clone().requires_grad_(True), M.clone().requires_grad_(True)
+        f = (W * torch.tanh(prop(v, m))).sum()
+        (g1,) = torch.autograd.grad(f, v, create_graph=True)
+        (g2,) = torch.autograd.grad((g1 * r).sum(), v, create_graph=True)
+        return torch.autograd.grad((g2 * q).sum(), (v, m))
+
+    sparse = third(lambda v, m: gcn_propagate(v, pairs, m, 9, candidate_mode=mode))
+    dense = third(lambda v, m: dense_gcn_propagate(v, pairs, m, 9))
+    for a, b in zip(sparse, dense):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradient_through_a_gradient_step_matches_dense(mode):
+    """d/dθ of loss(w − η ∇_w L(w, θ)) with straight-through values: what the hypergradient computes."""
+    n = 12
+    pairs, sample, _ = _problem(n=n, kind="binary", seed=6)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(n, 5, generator=g, dtype=DT)
+    theta0 = torch.rand(pairs.size(1), generator=g, dtype=DT)
+    W0 = torch.randn(5, 3, generator=g, dtype=DT)
+    y = torch.randint(0, 3, (n,), generator=g)
+
+    def hypergrad(prop):
+        theta = theta0.clone().requires_grad_(True)
+        a = sample + (theta - theta.detach())  # exact 0/1 sample forward, A = θ backward
+        w = W0.clone().requires_grad_(True)
+        inner = F.cross_entropy(prop(a, torch.tanh(prop(a, x @ w))), y)
+        (gw,) = torch.autograd.grad(inner, w, create_graph=True)
+        w1 = w - 0.3 * gw
+        outer = F.cross_entropy(prop(a, torch.tanh(prop(a, x @ w1))), y)
+        return torch.autograd.grad(outer, theta)[0]
+
+    sparse = hypergrad(lambda a, m: gcn_propagate(a, pairs, m, n, candidate_mode=mode))
+    dense = hypergrad(lambda a, m: dense_gcn_propagate(a, pairs, m, n))
+    torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-12)
+    assert bool((sparse[sample == 0] != 0).any())
+
+
+def test_pair_term_is_skipped_when_only_M_gradient_is_used(monkeypatch):
+    calls = []
+    original = propagation._pair_gradient
+    monkeypatch.setattr(propagation, "_pair_gradient", lambda *a: calls.append(1) or original(*a))
+    pairs, values, M = _problem(n=10, seed=8)
+    theta = torch.rand(values.shape, dtype=DT, requires_grad=True)
+    a = values + (theta - theta.detach())
+    m = M.clone().requires_grad_(True)
+    Y = gcn_propagate(a, pairs, m, 10)
+    torch.autograd.grad(Y.sum(), m, retain_graph=True)
+    assert calls == []
+    torch.autograd.grad(Y.sum(), theta)
+    assert calls == [1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 10), density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16),
+       mode=st.sampled_from(MODES))
+def test_random_graphs_match_dense_reference(n, density, seed, mode):
+    g = torch.Generator().manual_seed(seed)
+    pairs = all_pairs(n)
+    pairs = pairs[:, torch.rand(pairs.size(1), generator=g) < density]
+    values = (torch.rand(pairs.size(1), generator=g, dtype=DT) < 0.5).to(DT).requires_grad_(True)
+    M = torch.randn(n, 2, generator=g, dtype=DT, requires_grad=True)
+    Y = gcn_propagate(values, pairs, M, n, candidate_mode=mode)
+    R = dense_gcn_propagate(values, pairs, M, n)
+    torch.testing.assert_close(Y, R, rtol=0, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(Y.sin().sum(), (values, M), allow_unused=True),
+                    torch.autograd.grad(R.sin().sum(), (values, M), allow_unused=True)):
+        if b is None:  # no candidate pair at all
+            assert a is None or a.numel() == 0
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_empty_candidate_set_is_the_identity():
+    M = torch.randn(4, 2, dtype=DT, requires_grad=True)
+    values = torch.zeros(0, dtype=DT, requires_grad=True)
+    Y = gcn_propagate(values, torch.empty(2, 0, dtype=torch.long), M)
+    torch.testing.assert_close(Y, M)
+    gv, gm = torch.autograd.grad(Y.sum(), (values, M))
+    assert gv.shape == (0,)
+    torch.testing.assert_close(gm, torch.ones_like(M))
+
+
+def test_float32_and_shared_sampled_graph():
+    pairs, values, M = _problem(n=15, seed=9)
+    cand = candidate_graph(pairs, 15)
+    sampled = SampledGraph(values.float(), cand)
+    Y = gcn_propagate(values.float(), cand, M.float(), sampled_graph=sampled)
+    assert Y.dtype == torch.float32
+    torch.testing.assert_close(Y.double(), dense_gcn_propagate(values, pairs, M), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_normalized_adjacency():
+    pairs, values, _ = _problem(n=6, kind="uniform", seed=10)
+    A = dense_adjacency(values, pairs, 6)
+    torch.testing.assert_close(A, A.T)
+    a_hat = dense_normalized_adjacency(A)
+    d = 1 + A.sum(1)
+    torch.testing.assert_close(a_hat, (A + torch.eye(6, dtype=DT)) / torch.sqrt(d[:, None] * d[None, :]))
+    with pytest.raises(ValueError, match="square"):
+        dense_normalized_adjacency(torch.zeros(3, 4))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit inside PyG
+def test_edge_index_view_matches_pyg_gcnconv():
+    """Every candidate as an edge with weight 0/1 in PyG's GCNConv gives the same propagation."""
     from torch_geometric.nn import GCNConv
 
-    pairs, values, M = _setup(n=10, binary=True, seed=5)
+    pairs, values, M = _problem(n=12, h=3, seed=11)
     conv = GCNConv(3, 3, bias=False, add_self_loops=True, normalize=True).double()
     with torch.no_grad():
         conv.lin.weight.copy_(torch.eye(3, dtype=DT))
     edge_index, weight = to_edge_index(values, pairs)
-    assert torch.allclose(conv(M, edge_index, weight), gcn_propagate(values, pairs, M), atol=1e-12)
+    assert edge_index.shape == (2, 2 * pairs.size(1)) and weight.shape == (2 * pairs.size(1),)
+    torch.testing.assert_close(conv(M, edge_index, weight), gcn_propagate(values, pairs, M), rtol=0, atol=1e-12)
+    ei_nz, w_nz = to_edge_index(values, pairs, keep_zeros=False)
+    assert ei_nz.size(1) == 2 * int((values != 0).sum()) and bool((w_nz != 0).all())
+    torch.testing.assert_close(conv(M, ei_nz, w_nz), gcn_propagate(values, pairs, M), rtol=0, atol=1e-12)
 
 
-def test_pairs_helpers_and_validation():
-    ei = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 2, 0]])
-    assert pairs_from_edge_index(ei).tolist() == [[0, 0, 1], [1, 3, 2]]
+# ----------------------------------------------------------------------------- validation
+
+
+def test_validation_errors_name_the_argument():
     pairs = all_pairs(4)
-    assert pairs.size(1) == 6
     M = torch.randn(4, 2, dtype=DT)
-    with pytest.raises(ValueError, match="values must have shape"):
+    ones = torch.ones(6, dtype=DT)
+    with pytest.raises(ValueError, match=r"values must have shape \(6,\)"):
         gcn_propagate(torch.ones(5, dtype=DT), pairs, M)
     with pytest.raises(ValueError, match="M must have shape"):
-        gcn_propagate(torch.ones(6, dtype=DT), pairs, M, num_nodes=5)
-    with pytest.raises(ValueError, match="pairs\\[0\\] < pairs\\[1\\]"):
-        CandidateGraph(pairs.flip(0), 4)
+        gcn_propagate(ones, pairs, M, 5)
+    with pytest.raises(TypeError, match="same dtype"):
+        gcn_propagate(ones, pairs, M.float())
+    with pytest.raises(TypeError, match="values must be floating"):
+        gcn_propagate(torch.ones(6, dtype=torch.long), pairs, M)
+    with pytest.raises(ValueError, match=r"pairs must have shape \(2, P\)"):
+        gcn_propagate(ones, pairs[0].clone(), M)
+    with pytest.raises(TypeError, match="torch.long"):
+        gcn_propagate(ones, pairs.int(), M)
+    with pytest.raises(ValueError, match=r"pairs\[0\] < pairs\[1\]"):
+        gcn_propagate(ones, pairs.flip(0).clone(), M)
     with pytest.raises(ValueError, match="outside"):
-        CandidateGraph(torch.tensor([[0], [7]]), 4)
-    with pytest.raises(ValueError, match="duplicate"):
-        CandidateGraph(torch.tensor([[0, 0], [1, 1]]), 4)
+        gcn_propagate(torch.ones(1, dtype=DT), torch.tensor([[0], [7]]), M)
+    with pytest.raises(ValueError, match="more than once"):
+        gcn_propagate(torch.ones(3, dtype=DT), torch.tensor([[0, 1, 0], [1, 2, 1]]), M)
+    with pytest.raises(ValueError, match="degree"):
+        gcn_propagate(-ones, pairs, M)
+    with pytest.raises(ValueError, match="candidate_mode"):
+        gcn_propagate(ones, pairs, M, candidate_mode="sparse")
+    with pytest.raises(ValueError, match="num_nodes"):
+        CandidateGraph(pairs, -1)
+
+
+def test_validate_false_trusts_the_caller_and_cached_pairs_are_checked_once():
+    pairs = all_pairs(5).flip(0).clone()  # invalid, but not checked with validate=False
+    gcn_propagate(torch.zeros(10, dtype=DT), pairs, torch.randn(5, 2, dtype=DT), validate=False)
+    with pytest.raises(ValueError, match=r"pairs\[0\] < pairs\[1\]"):
+        gcn_propagate(torch.zeros(10, dtype=DT), pairs, torch.randn(5, 2, dtype=DT))
+    good = all_pairs(5)
+    gcn_propagate(torch.zeros(10, dtype=DT), good, torch.randn(5, 2, dtype=DT))
+    good[0, 0] = 3  # in-place change: the cached check is forgotten
+    with pytest.raises(ValueError, match=r"pairs\[0\] < pairs\[1\]"):
+        gcn_propagate(torch.zeros(10, dtype=DT), good, torch.randn(5, 2, dtype=DT))
