@@ -1,0 +1,152 @@
+"""Resumable benchmark runner shared by the LDS paper scripts.
+
+Protocol (issue "Reproduce the LDS paper"): a configuration grid is run on *selection* seeds; the
+configuration with the best mean early-stopping validation accuracy is chosen (never the test set);
+it is then run on *reporting* seeds, distinct from the selection seeds, and test accuracy is
+reported as mean ± std beside validation.
+
+Every finished run is appended as one JSON line (config, seed, role, metrics) as soon as it ends,
+so a benchmark can be stopped and started again across sessions: runs already recorded are skipped,
+and the summary says which runs it holds. ``--workers 2`` runs two single-thread fits side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+SELECTION_SEEDS = (100, 101)
+REPORT_SEEDS = (0, 1, 2, 3, 4)
+
+
+def run_key(task: dict[str, Any]) -> str:
+    """A stable identity of one run: everything that defines it, sorted."""
+    return json.dumps({k: task[k] for k in sorted(task) if k != "note"}, sort_keys=True)
+
+
+@dataclass
+class Store:
+    """Append-only JSON-lines store of finished runs."""
+
+    path: str
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:  # a torn last line from a killed run: ignore it
+                        continue
+                    self.records[rec["key"]] = rec
+
+    def has(self, task: dict[str, Any]) -> bool:
+        return run_key(task) in self.records
+
+    def get(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        return self.records.get(run_key(task))
+
+    def add(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+        rec = {"key": run_key(task), "task": task, **result}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.records[rec["key"]] = rec
+
+
+def _worker(fn: Callable[[dict[str, Any]], dict[str, Any]], task: dict[str, Any], threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        out = fn(task)
+        out.setdefault("status", "ok")
+    except Exception as exc:  # a failed run is a result too: record it
+        out = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=5)}
+    out["wall_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def run_all(
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    tasks: Iterable[dict[str, Any]],
+    store: Store,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run every task not yet in ``store``; record each as soon as it finishes."""
+    todo = [t for t in tasks if not store.has(t)]
+    if not todo:
+        return
+    threads = threads or (1 if workers > 1 else max(1, os.cpu_count() or 1))
+    log(f"{len(todo)} runs to do ({workers} worker(s), {threads} thread(s) each)")
+    if workers <= 1:
+        for t in todo:
+            res = _worker(fn, t, threads)
+            store.add(t, res)
+            log(f"done {describe(t)}: {summarize(res)}")
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_worker, fn, t, threads): t for t in todo}
+        for fut in as_completed(futures):
+            t = futures[fut]
+            res = fut.result()
+            store.add(t, res)
+            log(f"done {describe(t)}: {summarize(res)}")
+
+
+def describe(task: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in task.items() if k not in ("note",))
+
+
+def summarize(res: dict[str, Any]) -> str:
+    if res.get("status") != "ok":
+        return f"{res.get('status')}: {res.get('error', '')}"
+    val, test = res.get("val_acc", float("nan")), res.get("test_acc", float("nan"))
+    return f"val {val:.4f} test {test:.4f} ({res['wall_s']} s)"
+
+
+def select_config(store: Store, make_task: Callable[[dict[str, Any], int], dict[str, Any]],
+                  grid: list[dict[str, Any]], seeds: Iterable[int]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The grid point with the best mean validation accuracy over ``seeds`` (ties: first in grid order).
+
+    Returns ``(config, missing)``; ``config`` is None while selection runs are missing.
+    """
+    best, best_score, missing = None, -1.0, []
+    for cfg in grid:
+        vals = []
+        for s in seeds:
+            rec = store.get(make_task(cfg, s))
+            if rec is None:
+                missing.append(describe(make_task(cfg, s)))
+            elif rec.get("status") == "ok":
+                vals.append(rec["val_acc"])
+        if vals and len(vals) == len(list(seeds)):
+            score = statistics.fmean(vals)
+            if score > best_score:
+                best, best_score = cfg, score
+    return (best if not missing else None), missing
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    m = 100 * statistics.fmean(values)
+    s = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{m:.1f} ± {s:.1f}"
