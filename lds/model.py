@@ -24,8 +24,10 @@ from torch import Tensor
 
 from bilevel_core import Adam, DynamicsState, hypergradient
 
+from .backbones import Backbone
 from .edges import EdgeDistribution
-from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
+from .gcn import _drop_features, gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
+from .propagation import to_edge_index
 
 INNER_LR_RANGE = (1e-4, 0.05)
 
@@ -153,9 +155,21 @@ class TrainLossStall:
 # ----------------------------------------------------------------------------- objectives
 
 
+def network_logits(w, prep: PreparedData, values: Tensor, pairs: Tensor, *, backbone: Backbone | None = None,
+                   dropout: float = 0.5, masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Logits of the GNN on the graph ``values`` over ``pairs``: the built-in GCN (sparse forward), or a
+    message-passing ``backbone`` that sees every candidate pair as an edge of weight 0 or 1."""
+    if backbone is None:
+        return gcn_forward(w, prep.x, (values, pairs), dropout=dropout, dropout_masks=masks,
+                           training=masks is not None)
+    edge_index, edge_weight = to_edge_index(values, pairs, keep_zeros=True)
+    x = prep.x if masks is None else _drop_features(prep.x, masks[0])
+    return backbone(w, x, edge_index, edge_weight, None if masks is None else masks[1])
+
+
 def lds_objectives(
     prep: PreparedData, dist: EdgeDistribution, *, sampling: bool = True, dropout: float = 0.5,
-    weight_decay: float = 5e-4,
+    weight_decay: float = 5e-4, backbone: Backbone | None = None,
 ) -> tuple[Callable[..., Tensor], Callable[[Tensor | None], Callable[..., Tensor]]]:
     """The inner and outer objectives of LDS (thesis eqs. 9.4-9.5), for ``hparams = (θ, λ_lr)``.
 
@@ -163,7 +177,7 @@ def lds_objectives(
     ``batch = (uniforms, dropout_masks)`` fixes the sample and the dropout) plus ``ρ·½‖W₁‖²``.
     ``make_outer(uniforms)`` returns ``outer(w, hparams)``: unregularised cross-entropy on the outer
     validation half, on its own straight-through sample, without dropout. Without ``sampling`` the
-    GCN runs on ``A = θ`` (kNN-LDS (dense)).
+    GCN runs on ``A = θ`` (kNN-LDS (dense)). ``backbone`` replaces the built-in GCN.
     """
     train_idx, val_idx, y = prep.train_idx, prep.val_outer_idx, prep.y
 
@@ -173,13 +187,15 @@ def lds_objectives(
 
     def inner(w, hparams, batch):
         uniforms, masks = batch
-        logits = gcn_forward(w, prep.x, graph(hparams[0], uniforms), dropout=dropout, dropout_masks=masks,
-                             training=True)
-        return F.cross_entropy(logits[train_idx], y[train_idx]) + gcn_l2_penalty(w, weight_decay)
+        values, pairs = graph(hparams[0], uniforms)
+        logits = network_logits(w, prep, values, pairs, backbone=backbone, dropout=dropout, masks=masks)
+        penalty = gcn_l2_penalty(w, weight_decay) if backbone is None else backbone.l2_penalty(w, weight_decay)
+        return F.cross_entropy(logits[train_idx], y[train_idx]) + penalty
 
     def make_outer(uniforms: Tensor | None) -> Callable[..., Tensor]:
         def outer(w, hparams):
-            logits = gcn_forward(w, prep.x, graph(hparams[0], uniforms), training=False)
+            values, pairs = graph(hparams[0], uniforms)
+            logits = network_logits(w, prep, values, pairs, backbone=backbone)
             return F.cross_entropy(logits[val_idx], y[val_idx])
 
         return outer
@@ -212,6 +228,9 @@ class LDS(BaseEstimator):
         hidden, dropout, weight_decay: the GCN (16, 0.5, 5e-4 on the first layer).
         normalize_features: Kipf's row normalisation of the features (``"auto"``: when non-negative).
         inner_eps: ε of the inner Adam.
+        backbone: ``"gcn"`` (built-in, sparse forward, any candidate set), or on a sparse candidate set
+            ``"gcnconv"``, ``"graphconv"`` or a factory ``(in_channels, out_channels) -> MessagePassing``
+            (PyG layers taking ``edge_weight``), run through :class:`bilevel_core.FunctionalModule`.
         checkpoint_every: outer iterations between checkpoints (when ``checkpoint`` is given to fit).
         seed, device, dtype, verbose.
     """
@@ -241,6 +260,7 @@ class LDS(BaseEstimator):
         dropout: float = 0.5,
         weight_decay: float = 5e-4,
         normalize_features: bool | str = "auto",
+        backbone: str | Callable[[int, int], Any] = "gcn",
         checkpoint_every: int = 5,
         seed: int = 0,
         device: str = "cpu",
@@ -270,6 +290,7 @@ class LDS(BaseEstimator):
         self.dropout = dropout
         self.weight_decay = weight_decay
         self.normalize_features = normalize_features
+        self.backbone = backbone
         self.checkpoint_every = checkpoint_every
         self.seed = seed
         self.device = device
@@ -308,6 +329,8 @@ class LDS(BaseEstimator):
             raise ValueError(f"init_prob must be in [0, 1], got {self.init_prob}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if isinstance(self.backbone, str) and self.backbone not in ("gcn", "gcnconv", "graphconv"):
+            raise ValueError(f"backbone must be 'gcn', 'gcnconv', 'graphconv' or a callable, got {self.backbone!r}.")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
 
@@ -334,13 +357,30 @@ class LDS(BaseEstimator):
             num_nodes=x.size(0),
         )
 
+    def _resolved_candidates(self, n: int) -> str:
+        """``"all"`` or ``"sparse"``: all pairs up to ``max_all_pairs`` with the built-in GCN, else sparse."""
+        if self.candidates != "auto":
+            return self.candidates
+        if self.backbone != "gcn":
+            return "sparse"
+        return "all" if n * (n - 1) // 2 <= self.max_all_pairs else "sparse"
+
+    def _make_backbone(self, prep: PreparedData) -> Backbone | None:
+        if isinstance(self.backbone, str) and self.backbone == "gcn":
+            return None
+        if self._resolved_candidates(prep.num_nodes) == "all":
+            raise ValueError(
+                f"backbone={self.backbone!r} on all pairs would pass every pair as an edge; all pairs work with the "
+                "built-in GCN only: use candidates='sparse' (given/kNN edges ∪ kNN(k)) or backbone='gcn'."
+            )
+        return Backbone(self.backbone, prep.x.size(1), self.hidden, prep.num_classes, self._torch_dtype,
+                        prep.x.device)
+
     def _build_distribution(self, prep: PreparedData) -> EdgeDistribution:
         n = prep.num_nodes
         has_graph = prep.edge_index.numel() > 0
         knn = None
-        if self.k > 0 and (not has_graph or self.candidates == "sparse" or (
-            self.candidates == "auto" and n * (n - 1) // 2 > self.max_all_pairs
-        )):
+        if self.k > 0 and (not has_graph or self._resolved_candidates(n) == "sparse"):
             if self.k >= n:
                 raise ValueError(f"k={self.k} must be smaller than the number of nodes ({n}).")
             from lds.datasets import knn_graph
@@ -349,9 +389,7 @@ class LDS(BaseEstimator):
         if not has_graph and knn is None:
             raise ValueError("the data has no graph and k=0: give k >= 1 (kNN initial graph) or data.edge_index.")
         init_edges = prep.edge_index.cpu() if has_graph else knn
-        candidates = self.candidates
-        if candidates == "auto":
-            candidates = "all" if n * (n - 1) // 2 <= self.max_all_pairs else "sparse"
+        candidates = self._resolved_candidates(n)
         return EdgeDistribution.from_candidates(
             n,
             candidates=candidates,
@@ -387,6 +425,7 @@ class LDS(BaseEstimator):
         device = torch.device(self.device)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         dist = self._build_distribution(prep)
+        self.backbone_ = self._make_backbone(prep)
         a, b = INNER_LR_RANGE
         lr_logit = torch.tensor(math.log((self.inner_lr - a) / (b - self.inner_lr)), dtype=torch_dtype,
                                 device=device)
@@ -447,11 +486,14 @@ class LDS(BaseEstimator):
     def _outer_iteration(self, prep: PreparedData, dist: EdgeDistribution, lr_logit: Tensor,
                          gen: torch.Generator, num_updates: int, truncate: int) -> tuple[tuple[Tensor, ...], int, int]:
         """Reset w, run Adam on fresh samples; every τ steps a truncated hypergradient and a θ update."""
-        params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
-                                 dtype=self._torch_dtype, device=prep.x.device)
+        if self.backbone_ is None:
+            params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
+                                     dtype=self._torch_dtype, device=prep.x.device)
+        else:
+            params = self.backbone_.init_params(gen)
         hp = (dist.probs, lr_logit)
         inner, make_outer = lds_objectives(prep, dist, sampling=self.sampling, dropout=self.dropout,
-                                           weight_decay=self.weight_decay)
+                                           weight_decay=self.weight_decay, backbone=self.backbone_)
 
         def batches(t: int) -> tuple[Tensor | None, tuple[Tensor, Tensor]]:
             uniforms = dist.uniforms(gen) if self.sampling else None
@@ -486,11 +528,11 @@ class LDS(BaseEstimator):
         gen = torch.Generator(device="cpu").manual_seed(self.seed + 7919)
         with torch.no_grad():
             if not self.sampling:
-                return torch.softmax(gcn_forward(params, prep.x, (theta, dist.pairs), training=False), dim=1)
+                return torch.softmax(network_logits(params, prep, theta, dist.pairs, backbone=self.backbone_), dim=1)
             total = None
             for _ in range(self.num_samples):
                 values = dist.sample(uniforms=dist.uniforms(gen), probs=theta)
-                p = torch.softmax(gcn_forward(params, prep.x, (values, dist.pairs), training=False), dim=1)
+                p = torch.softmax(network_logits(params, prep, values, dist.pairs, backbone=self.backbone_), dim=1)
                 total = p if total is None else total + p
             return total / self.num_samples
 
@@ -512,6 +554,7 @@ class LDS(BaseEstimator):
         self.history_ = history
         self.num_classes_ = prep.num_classes
         self.num_nodes_ = prep.num_nodes
+        self.in_features_ = prep.x.size(1)
         self.val_outer_idx_ = prep.val_outer_idx.cpu()
         self.val_stop_idx_ = prep.val_stop_idx.cpu()
 
@@ -588,6 +631,7 @@ class LDS(BaseEstimator):
         state = {"kind": "lds-model", "params": self.get_params(), "distribution": self.distribution_.state_dict(),
                  "gcn": tuple(p.cpu() for p in self.params_), "inner_lr": self.inner_lr_,
                  "num_classes": self.num_classes_, "num_nodes": self.num_nodes_, "history": self.history_,
+                 "in_features": self.in_features_,
                  "best_iteration": self.best_iteration_, "best_val_acc": self.best_val_acc_,
                  "val_outer_idx": self.val_outer_idx_, "val_stop_idx": self.val_stop_idx_,
                  "initial_num_edges": self.initial_num_edges_}
@@ -608,6 +652,11 @@ class LDS(BaseEstimator):
         model.inner_lr_ = state["inner_lr"]
         model.num_classes_ = state["num_classes"]
         model.num_nodes_ = state["num_nodes"]
+        model.in_features_ = state["in_features"]
+        model.backbone_ = None
+        if not (isinstance(model.backbone, str) and model.backbone == "gcn"):
+            model.backbone_ = Backbone(model.backbone, model.in_features_, model.hidden, model.num_classes_,
+                                       model._torch_dtype, model.device)
         model.history_ = state["history"]
         model.best_iteration_ = state["best_iteration"]
         model.best_val_acc_ = state["best_val_acc"]
