@@ -271,6 +271,15 @@ def _forward_initial_tangents(
     return out
 
 
+def _forward_start(
+    params0: Any, hparams: Params, dynamics: Dynamics
+) -> tuple[list[tuple[int, int]], DynamicsState, list[Params]]:
+    """Directions (one per scalar hyperparameter), ``s_0`` and its tangents ``Z_0``."""
+    dirs = _directions(hparams)
+    state = _initial_state(params0, tuple(h.detach() for h in hparams), dynamics, track=False)
+    return dirs, state, _forward_initial_tangents(params0, hparams, dynamics, state, dirs)
+
+
 def _forward_step(
     dynamics: Dynamics,
     state: DynamicsState,
@@ -340,9 +349,7 @@ def _forward(
     stop: StopRule | None,
 ) -> tuple[Params, DynamicsState]:
     """Algorithm 3 (Forward-HG): memory independent of T, cost proportional to dim(λ)."""
-    dirs = _directions(hparams)
-    state = _initial_state(params0, tuple(h.detach() for h in hparams), dynamics, track=False)
-    tangents = _forward_initial_tangents(params0, hparams, dynamics, state, dirs)
+    dirs, state, tangents = _forward_start(params0, hparams, dynamics)
     for _ in range(T):
         state, tangents = _forward_step(dynamics, state, tangents, hparams, dirs, batches.get(state.t))
         if stop is not None and stop(state, state.t):
@@ -384,9 +391,7 @@ def real_time_hypergradients(
         raise ValueError(f"discount must be in [0, 1], got {discount}.")
     source = _BatchSource(batches)
     outer_source = _BatchSource(outer_batches) if outer_batches is not None else None
-    dirs = _directions(hparams)
-    state = _initial_state(params0, tuple(h.detach() for h in hparams), dynamics, track=False)
-    tangents = _forward_initial_tangents(params0, hparams, dynamics, state, dirs)
+    dirs, state, tangents = _forward_start(params0, hparams, dynamics)
     for i in range(T):
         state, tangents = _forward_step(
             dynamics, state, tangents, hparams, dirs, source.get(state.t), discount=float(discount)

@@ -7,7 +7,8 @@ import torch
 from torch_geometric.data import Data
 
 
-def _undirected_pairs(edge_index: torch.Tensor) -> torch.Tensor:
+def undirected_pairs(edge_index: torch.Tensor) -> torch.Tensor:
+    """Unique undirected pairs ``(min, max)``, self-loops dropped, sorted: shape ``(2, E)``."""
     lo = torch.minimum(edge_index[0], edge_index[1])
     hi = torch.maximum(edge_index[0], edge_index[1])
     keep = lo != hi
@@ -16,7 +17,8 @@ def _undirected_pairs(edge_index: torch.Tensor) -> torch.Tensor:
     return torch.stack([keys // n, keys % n])
 
 
-def _both(pairs: torch.Tensor) -> torch.Tensor:
+def both_directions(pairs: torch.Tensor) -> torch.Tensor:
+    """``(2, E)`` pairs as ``(2, 2E)`` directed edges."""
     return torch.cat([pairs, pairs.flip(0)], dim=1)
 
 
@@ -31,7 +33,7 @@ def delete_edges(data: Data, keep: float, seed: int, keep_connected: bool = Fals
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}.")
     if getattr(data, "edge_index", None) is None or data.edge_index.numel() == 0:
         raise ValueError("data has no edges to delete (edge_index is empty).")
-    pairs = _undirected_pairs(data.edge_index)
+    pairs = undirected_pairs(data.edge_index)
     num_edges = pairs.size(1)
     num_keep = int(round(float(keep) * num_edges))
     g = torch.Generator().manual_seed(int(seed))
@@ -52,8 +54,8 @@ def delete_edges(data: Data, keep: float, seed: int, keep_connected: bool = Fals
                 deg[i] += 1
                 deg[j] += 1
     out = data.clone()
-    out.edge_index = _both(pairs[:, kept_mask])
-    out.dropped_edge_index = _both(pairs[:, ~kept_mask])
+    out.edge_index = both_directions(pairs[:, kept_mask])
+    out.dropped_edge_index = both_directions(pairs[:, ~kept_mask])
     return out
 
 
@@ -84,4 +86,4 @@ def knn_graph(x: torch.Tensor | np.ndarray, k: int, metric: str = "cosine", symm
     directed = torch.from_numpy(np.stack([cols, rows])).long()
     if not symmetric:
         return directed
-    return _both(_undirected_pairs(directed))
+    return both_directions(undirected_pairs(directed))

@@ -13,6 +13,7 @@ import torch
 from torch_geometric.data import Data
 
 from ._paths import ENV_VAR, cache_root, data_root, network_available, verify, writable_dir
+from .graphs import both_directions, undirected_pairs
 
 NAMES = ("cora", "citeseer", "pubmed")
 SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
@@ -91,17 +92,6 @@ def _raw_folder(name: str, root: str | os.PathLike | None, cache_dir: str | os.P
     return target
 
 
-def _undirected_unique(edge_index: torch.Tensor) -> torch.Tensor:
-    """Both directions of every undirected edge, once, without self-loops."""
-    lo = torch.minimum(edge_index[0], edge_index[1])
-    hi = torch.maximum(edge_index[0], edge_index[1])
-    keep = lo != hi
-    n = int(edge_index.max()) + 1 if edge_index.numel() else 1
-    keys = torch.unique(lo[keep] * n + hi[keep])
-    pairs = torch.stack([keys // n, keys % n])
-    return torch.cat([pairs, pairs.flip(0)], dim=1)
-
-
 def random_split(y: torch.Tensor, num_classes: int, seed: int, num_train_per_class: int = 20,
                  num_val: int = 500, num_test: int = 1000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PyG's ``Planetoid(split="random")`` convention: 20 per class for training, then 500 / 1000 at random."""
@@ -162,5 +152,5 @@ def load_planetoid(
         train, val, test = raw.train_mask, raw.val_mask, raw.test_mask
     else:
         train, val, test = random_split(y, num_classes, int(seed))
-    edge_index = _undirected_unique(raw.edge_index) if graph else torch.empty(2, 0, dtype=torch.long)
+    edge_index = both_directions(undirected_pairs(raw.edge_index)) if graph else torch.empty(2, 0, dtype=torch.long)
     return Data(x=x, y=y, edge_index=edge_index, train_mask=train, val_mask=val, test_mask=test)
