@@ -1,8 +1,16 @@
-"""Offline-first loaders for the LDS experiments, installed as ``lds.datasets``.
+"""Offline-first data for the LDS experiments, installed as ``lds.datasets`` (repository folder ``datasets/``).
+
+Every loader returns a ``torch_geometric.data.Data`` with ``x``, ``y``, ``edge_index`` (empty when there
+is no graph), boolean ``train_mask`` / ``val_mask`` / ``test_mask`` and ``num_classes``.
 
 Data comes from ``root=``, else ``$LDS_DATA_DIR`` (layout ``planetoid/ind.<name>.*``,
-``20newsgroups/20news-bydate_py3.pkz``), else a per-user cache (``~/.cache/lds``) filled by one
-download. The data directory is never written.
+``20newsgroups/20news-bydate_py3.pkz``), else a per-user cache (``~/.cache/lds`` or ``cache_dir=``) filled
+by one download through PyG / scikit-learn. A data directory is only read, never written; processed data
+(the 20 Newsgroups TF-IDF matrix) goes to the cache directory.
+
+>>> from lds.datasets import load_planetoid, delete_edges
+>>> cora = load_planetoid("cora")  # doctest: +SKIP
+>>> half = delete_edges(cora, keep=0.5, seed=0)  # doctest: +SKIP
 """
 
 from ._paths import ENV_VAR, cache_root, data_root

@@ -1,4 +1,5 @@
-"""Edge deletion (LDS paper Sec. 9.4.1) and kNN graphs (scikit-learn neighbours, no torch-cluster)."""
+"""Edge deletion (LDS paper, Franceschi et al. 2019, Sec. 9.4.1 / Fig. 9.2) and kNN graphs built with
+scikit-learn's neighbours (PyG's ``knn_graph`` needs torch-cluster, which we do not require)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from ._paths import check_bool, check_fraction, check_seed
+
+METRICS = ("cosine", "euclidean")
+
 
 def undirected_pairs(edge_index: torch.Tensor) -> torch.Tensor:
-    """Unique undirected pairs ``(min, max)``, self-loops dropped, sorted: shape ``(2, E)``."""
+    """Unique undirected pairs ``(min, max)``, self-loops dropped, sorted: shape ``(2, E)``.
+
+    >>> undirected_pairs(torch.tensor([[0, 1, 1, 2], [1, 0, 1, 0]])).tolist()
+    [[0, 0], [1, 2]]
+    """
     lo = torch.minimum(edge_index[0], edge_index[1])
     hi = torch.maximum(edge_index[0], edge_index[1])
     keep = lo != hi
@@ -18,41 +27,51 @@ def undirected_pairs(edge_index: torch.Tensor) -> torch.Tensor:
 
 
 def both_directions(pairs: torch.Tensor) -> torch.Tensor:
-    """``(2, E)`` pairs as ``(2, 2E)`` directed edges."""
+    """``(2, E)`` pairs as ``(2, 2E)`` directed edges: first ``i -> j``, then ``j -> i``."""
     return torch.cat([pairs, pairs.flip(0)], dim=1)
 
 
 def delete_edges(data: Data, keep: float, seed: int, keep_connected: bool = False) -> Data:
-    """A copy of ``data`` keeping exactly ``round(keep · E)`` of its E undirected edges, chosen uniformly.
+    """A copy of ``data`` keeping exactly ``round(keep · E)`` of its ``E`` undirected edges, chosen uniformly.
 
-    The kept edges are in ``edge_index`` (both directions), the dropped ones in ``dropped_edge_index``.
-    ``keep_connected=True`` gives back one original edge to every node that the deletion isolated.
-    Deterministic per ``seed``.
+    This is the edge-deletion experiment of LDS (Franceschi et al., ICML 2019, Sec. 9.4.1: 25/50/75/100 %
+    of Cora's and Citeseer's edges kept). The input is read as undirected (``{i, j}``, self-loops dropped).
+    The kept edges are in ``edge_index`` and the dropped ones in ``dropped_edge_index``, both in both
+    directions, so together they partition the original edges. Deterministic per ``seed``.
+
+    ``keep_connected=True`` then gives back one original edge (the first in the random order) to every
+    node that had edges and was left with none, so the result may keep a few more than ``round(keep · E)``.
+
+    >>> g = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+    >>> out = delete_edges(g, keep=0.5, seed=0)
+    >>> out.edge_index.size(1), out.dropped_edge_index.size(1)
+    (2, 2)
     """
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < float(keep) <= 1.0:
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}.")
-    if getattr(data, "edge_index", None) is None or data.edge_index.numel() == 0:
-        raise ValueError("data has no edges to delete (edge_index is empty).")
-    pairs = undirected_pairs(data.edge_index)
+    if not isinstance(data, Data):
+        raise TypeError(f"data must be a torch_geometric.data.Data, got {type(data).__name__}.")
+    keep = check_fraction(keep, "keep")
+    seed = check_seed(seed)
+    keep_connected = check_bool(keep_connected, "keep_connected")
+    edge_index = getattr(data, "edge_index", None)
+    if edge_index is None or edge_index.numel() == 0:
+        raise ValueError("data has no edges to delete (edge_index is empty); load it with graph=True.")
+    pairs = undirected_pairs(edge_index)
     num_edges = pairs.size(1)
-    num_keep = int(round(float(keep) * num_edges))
-    g = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(num_edges, generator=g)
+    num_keep = int(round(keep * num_edges))
+    perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(seed))
     kept_mask = torch.zeros(num_edges, dtype=torch.bool)
     kept_mask[perm[:num_keep]] = True
     if keep_connected:
-        n = data.num_nodes
-        had = torch.zeros(n, dtype=torch.bool)
-        had[pairs.reshape(-1)] = True
-        kept = pairs[:, kept_mask].reshape(-1)
-        deg = torch.bincount(kept, minlength=n).tolist()
-        had_list = had.tolist()
-        for e in perm[num_keep:].tolist():  # dropped edges, in their random order
-            i, j = int(pairs[0, e]), int(pairs[1, e])
-            if (had_list[i] and deg[i] == 0) or (had_list[j] and deg[j] == 0):
+        num_nodes = max(int(data.num_nodes or 0), int(pairs.max()) + 1)
+        had_edge = torch.zeros(num_nodes, dtype=torch.bool)
+        had_edge[pairs.reshape(-1)] = True
+        degree = torch.bincount(pairs[:, kept_mask].reshape(-1), minlength=num_nodes)
+        isolated = (had_edge & (degree == 0)).tolist()
+        for e in perm[num_keep:].tolist():  # the dropped edges, in their random order
+            i, j = pairs[0, e].item(), pairs[1, e].item()
+            if isolated[i] or isolated[j]:
                 kept_mask[e] = True
-                deg[i] += 1
-                deg[j] += 1
+                isolated[i] = isolated[j] = False
     out = data.clone()
     out.edge_index = both_directions(pairs[:, kept_mask])
     out.dropped_edge_index = both_directions(pairs[:, ~kept_mask])
@@ -60,30 +79,42 @@ def delete_edges(data: Data, keep: float, seed: int, keep_connected: bool = Fals
 
 
 def knn_graph(x: torch.Tensor | np.ndarray, k: int, metric: str = "cosine", symmetric: bool = True) -> torch.Tensor:
-    """The k-nearest-neighbour graph of the rows of ``x`` (both directions, no self-loops).
+    """The k-nearest-neighbour graph of the rows of ``x``: ``edge_index`` of shape ``(2, M)``, no self-loops.
 
-    ``symmetric=True`` returns the union of i→j and j→i; otherwise the directed edges
-    ``(neighbour, node)`` (source → target).
+    Uses ``sklearn.neighbors.NearestNeighbors`` (brute force) with ``metric`` ``"cosine"`` or
+    ``"euclidean"``; a node is never its own neighbour. ``symmetric=True`` returns the union of ``i -> j``
+    and ``j -> i`` as unique pairs in both directions; ``symmetric=False`` the ``n · k`` directed edges
+    ``(neighbour, node)`` (source to target, PyG's flow).
+
+    >>> knn_graph(torch.tensor([[0.0], [1.0], [3.0]]), k=1, metric="euclidean").tolist()
+    [[0, 1, 1, 2], [1, 2, 0, 1]]
     """
     from sklearn.neighbors import NearestNeighbors
 
-    if metric not in ("cosine", "euclidean"):
-        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}.")
-    arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if isinstance(x, torch.Tensor):
+        arr = x.detach().cpu().double().numpy()
+    elif isinstance(x, np.ndarray):
+        arr = np.asarray(x, dtype=np.float64)
+    else:
+        raise TypeError(f"x must be a torch.Tensor or numpy array of features, got {type(x).__name__}.")
     if arr.ndim != 2:
-        raise ValueError(f"x must be a 2-D feature matrix, got shape {arr.shape}.")
+        raise ValueError(f"x must be a 2-D feature matrix (nodes x features), got shape {tuple(arr.shape)}.")
     if not np.isfinite(arr).all():
-        raise ValueError("x contains NaN or infinite values; impute or drop them before building a kNN graph.")
+        bad = np.unique(np.nonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"x contains NaN or infinite values (rows {bad[:10].tolist()}...); impute or drop them "
+                         "before building a kNN graph.")
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {type(k).__name__} {k!r}.")
     n = arr.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}.")
-    if k >= n:
-        raise ValueError(f"k={k} must be smaller than the number of nodes ({n}).")
-    nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute").fit(arr)
-    idx = nn.kneighbors(return_distance=False)  # the query set is the fit set: a point is not its own neighbour
-    rows = np.repeat(np.arange(n), k)
-    cols = idx.reshape(-1)
-    directed = torch.from_numpy(np.stack([cols, rows])).long()
+    if not 1 <= k < n:
+        raise ValueError(f"k={k} must be at least 1 and smaller than the number of nodes ({n}); use k <= {n - 1}.")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(map(repr, METRICS))}, got {metric!r}.")
+    symmetric = check_bool(symmetric, "symmetric")
+    neighbours = NearestNeighbors(n_neighbors=int(k), metric=metric, algorithm="brute").fit(arr)
+    idx = neighbours.kneighbors(return_distance=False)  # no query: each point is excluded from its own list
+    rows = np.repeat(np.arange(n), int(k))
+    directed = torch.from_numpy(np.stack([idx.reshape(-1), rows])).long()
     if not symmetric:
         return directed
     return both_directions(undirected_pairs(directed))
