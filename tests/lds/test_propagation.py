@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,22 +119,6 @@ def test_gradcheck_and_gradgradcheck(mode, kind):
     assert torch.autograd.gradgradcheck(fn, inputs)
 
 
-def test_unsorted_pairs_and_chunked_gather(monkeypatch):
-    """Pairs in arbitrary order (sampled-mm path maps CSR order back) and a gather split in chunks."""
-    monkeypatch.setattr(propagation, "_GATHER_CHUNK", 7)
-    pairs, values, M = _problem(n=10, subset=0.5, seed=15)
-    perm = torch.randperm(pairs.size(1), generator=torch.Generator().manual_seed(0))
-    pairs, values = pairs[:, perm].contiguous(), values[perm]
-    for create_graph in (False, True):
-        grads = []
-        for prop in (lambda v, m: gcn_propagate(v, pairs, m, 10, candidate_mode="gather"),
-                     lambda v, m: dense_gcn_propagate(v, pairs, m, 10)):
-            v, m = values.clone().requires_grad_(True), M.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(prop(v, m).sin().sum(), v, create_graph=create_graph)
-            grads.append(g if not create_graph else torch.autograd.grad(g.pow(2).sum(), m)[0])
-        torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_third_derivatives_match_dense_reference(mode):
     pairs, values, M = _problem(n=9, h=3, kind="binary", seed=4)
@@ -181,57 +164,6 @@ def test_gradient_through_a_gradient_step_matches_dense(mode):
     dense = hypergrad(lambda a, m: dense_gcn_propagate(a, pairs, m, n))
     torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-12)
     assert bool((sparse[sample == 0] != 0).any())
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit inside torch.func
-@pytest.mark.parametrize("mode", MODES)
-def test_forward_mode_and_torch_func_match_dense(mode):
-    """Forward-mode tangents (dense in θ), forward-over-reverse and torch.func transforms."""
-    n = 9
-    pairs, values, M = _problem(n=n, h=3, subset=0.6, kind="binary", seed=12)
-    g = torch.Generator().manual_seed(13)
-    tv, tM, W = (torch.randn(values.shape, generator=g, dtype=DT), torch.randn(M.shape, generator=g, dtype=DT),
-                 torch.randn(M.shape, generator=g, dtype=DT))
-
-    def sparse(v, m):
-        return gcn_propagate(v, pairs, m, n, candidate_mode=mode)
-
-    def dense(v, m):
-        return dense_gcn_propagate(v, pairs, m, n)
-
-    a = torch.func.jvp(sparse, (values, M), (tv, tM))[1]
-    b = torch.func.jvp(dense, (values, M), (tv, tM))[1]
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
-    def inner_grad(prop):  # ∇_M of a loss, pushed forward along a tangent of the values
-        return lambda v: torch.func.grad(lambda m: (W * torch.tanh(prop(v, m))).sum())(M)
-
-    a = torch.func.jvp(inner_grad(sparse), (values,), (tv,))[1]
-    b = torch.func.jvp(inner_grad(dense), (values,), (tv,))[1]
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
-    def values_grad_norm_grad(prop):
-        return torch.func.grad(lambda v: torch.func.grad(lambda u: (W * prop(u, M).sin()).sum())(v).pow(2).sum())
-
-    torch.testing.assert_close(values_grad_norm_grad(sparse)(values), values_grad_norm_grad(dense)(values),
-                               rtol=0, atol=1e-12)
-    with fwAD.dual_level():  # dual tensors through an inner gradient (forward-over-reverse)
-        tangents = []
-        for prop in (sparse, dense):
-            m = M.clone().requires_grad_(True)
-            (grad_m,) = torch.autograd.grad((W * torch.tanh(prop(fwAD.make_dual(values, tv), m))).sum(), m,
-                                            create_graph=True)
-            tangents.append(fwAD.unpack_dual(grad_m).tangent)
-    torch.testing.assert_close(tangents[0], tangents[1], rtol=0, atol=1e-12)
-
-
-def test_gradient_captured_at_a_non_leaf_values_tensor():
-    pairs, values, M = _problem(n=8, seed=14)
-    theta = torch.rand(values.shape, dtype=DT, requires_grad=True)
-    a = values + (theta - theta.detach())
-    (g1,) = torch.autograd.grad(gcn_propagate(a, pairs, M).sin().sum(), a)
-    (g2,) = torch.autograd.grad(dense_gcn_propagate(a, pairs, M).sin().sum(), a)
-    torch.testing.assert_close(g1, g2, rtol=0, atol=1e-12)
 
 
 def test_pair_term_is_skipped_when_only_M_gradient_is_used(monkeypatch):
