@@ -1,54 +1,101 @@
-"""Benchmark of bilevel_core's hypergradient methods (issue 8), against the plain inner loop.
+"""Benchmark of bilevel_core's hypergradient methods against the plain inner loop (issue 8).
 
-Workload: an MLP 100 → 1000 → 10 (111k parameters) trained full-batch with heavy-ball momentum on
-1000 synthetic examples; validation loss on another 1000. Hyperparameters:
+Workload: an MLP 100 → 1000 → 10 (111k parameters) trained full-batch on 1000 synthetic examples
+(a random linear teacher, 20 % of the training labels flipped, seeded); the outer objective is the
+cross-entropy on another 1000 clean examples. Three hyperparameter sets:
 
-- m = 1: the learning rate (log-parametrised);
-- m = 10: learning rate, momentum and 8 weight decays, one per group of 125 first-layer units;
-- m = 1000: per-example loss weights σ(λ_i) (learning rate and momentum fixed).
+- ``m = 1``    the learning rate η = exp(λ₀) of heavy-ball momentum (μ = 0.9 fixed);
+- ``m = 10``   η = exp(λ₀), μ = σ(λ₁) and 8 weight decays exp(λ₂…₉), one per group of 125 hidden units
+  (L2 on the first-layer weights of the group);
+- ``m = 1000`` one loss weight σ(λᵢ) per training example, plain gradient descent with a fixed η.
 
-Methods: ``plain`` (the inner loop alone, no graph), ``reverse``, ``reverse`` with truncate=10,
-``forward`` (m ≤ 10 and T ≤ 100, and m = 1 at T = 1000), ``cg`` (m = 10: only the weight decays get a
-gradient; m = 1000), and the same reverse hypergradient with ``higher`` and ``torchopt`` (m = 1000, fixed
-optimiser settings; their result is checked against ours). Each case runs in a fresh subprocess (peak
-memory = its maximum RSS above the RSS after building the data and model), with an address-space cap
-so that an out-of-memory is recorded as a result. Times are medians over repeats (one at T = 1000).
+Methods (each against ``plain``, the same T inner steps of our dynamics without any graph):
+``reverse``; ``reverse_t10`` (truncate=10); ``forward`` (m ∈ {1, 10} at T < max T, m = 1 at every T);
+``cg`` (m = 10: only the 8 weight decays get a gradient, the lr and momentum components are 0 by
+construction; m = 1000), K = 20 iterations; ``higher`` and ``torchopt``: the same reverse hypergradient
+with those libraries (differentiable SGD with tensor lr/momentum), checked against ours. ``plain_torch``
+is a hand-written in-place PyTorch loop, a second baseline that shows the overhead of our dynamics.
 
-    python examples/benchmark_hypergradients.py                 # full run, resumable
-    python examples/benchmark_hypergradients.py --quick         # small sizes, a smoke test
+How: for every (m, T), one fresh process times all its methods side by side (a warm-up, then
+``--repeats`` rounds, rotating the order, median; one round at the largest T), so the ratios to
+``plain`` come from one process under the same load. Peak memory is measured per case in another
+fresh process: peak RSS (VmHWM, reset through /proc/self/clear_refs) minus the RSS after the data,
+the model and a warm-up of the same method on a tiny problem (to load modules and kernels without
+filling the allocator's free lists, which would hide the working set of the measured run; see
+``memory_worker``). Each process has an address-space cap (``--mem-cap-gb`` above its size after
+setup) and each run a time cap (``--time-cap``): an out-of-memory or a timeout is recorded as the
+result of the case. ``--threads`` (default 2) sets ``torch.set_num_threads``; on a machine shared with other jobs use
+``--threads 1``: two OpenMP threads on two busy cores stall for seconds at a time.
 
-Results: ``results/hypergradient_benchmark/runs.jsonl`` (one record per case) and ``results.md``.
+    python examples/benchmark_hypergradients.py                 # full run (~30 min on 2 cores), resumable
+    python examples/benchmark_hypergradients.py --quick         # small sizes, a smoke test (~1 min)
+
+Output (under ``--out``, ``--out/quick`` for ``--quick``): ``cases.jsonl`` (one record per case, appended
+as soon as its (m, T) group is timed; cases already there are skipped unless ``--force``),
+``memory.jsonl`` (the memory runs, cached for resuming) and ``results.md`` (the table and the verdicts).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import math
 import multiprocessing as mp
 import os
+import platform
 import resource
+import signal
 import statistics
 import sys
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+FULL = {"sizes": {"n": 1000, "d": 100, "h": 1000, "c": 10}, "Ts": [10, 100, 1000]}
+QUICK = {"sizes": {"n": 100, "d": 20, "h": 80, "c": 10}, "Ts": [5, 20]}
+KINDS = ("lr", "lr_mom_wd", "example_weights")  # m = 1, 10, n
+GROUPS = 8  # weight-decay groups of hidden units
+CG_K = 20
+TRUNCATE = 10
+ORDER = ("plain", "plain_torch", "reverse", "reverse_t10", "forward", "cg", "higher", "torchopt")
 
-from runner import Store  # noqa: E402
 
-GROUPS = 8
+# ----------------------------------------------------------------------------- the problem
 
 
-def _problem(m: int, sizes: dict[str, int], seed: int = 0):
+@dataclass
+class Problem:
+    kind: str
+    m: int
+    params0: tuple
+    hparams: tuple
+    dynamics: Any
+    inner: Callable
+    outer: Callable
+    lr: float | Callable  # the optimiser settings, for the hand-written loops and the libraries
+    momentum: float | Callable | None  # None: gradient descent
+
+
+def num_hparams(kind: str, sizes: dict[str, int]) -> int:
+    return {"lr": 1, "lr_mom_wd": 2 + GROUPS, "example_weights": sizes["n"]}[kind]
+
+
+def build(kind: str, sizes: dict[str, int], seed: int = 0) -> Problem:
     import torch
     import torch.nn.functional as F
 
-    from bilevel_core import Momentum
+    from bilevel_core import GradientDescent, Momentum
 
     g = torch.Generator().manual_seed(seed)
     n, d, h, c = sizes["n"], sizes["d"], sizes["h"], sizes["c"]
     teacher = torch.randn(d, c, generator=g)
     X, Xv = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
     y, yv = (X @ teacher).argmax(1), (Xv @ teacher).argmax(1)
+    flip = torch.rand(n, generator=g) < 0.2
+    y = torch.where(flip, torch.randint(0, c, (n,), generator=g), y)
     params0 = (torch.randn(d, h, generator=g) * (2 / d) ** 0.5, torch.zeros(h),
                torch.randn(h, c, generator=g) * (1 / h) ** 0.5, torch.zeros(c))
 
@@ -58,223 +105,524 @@ def _problem(m: int, sizes: dict[str, int], seed: int = 0):
     def outer(p, hp):
         return F.cross_entropy(net(p, Xv), yv)
 
-    if m == 1:
-        hparams = (torch.tensor(-2.0),)
+    if kind == "lr":
+        hparams = (torch.tensor(math.log(0.05)),)
 
         def inner(p, hp):
             return F.cross_entropy(net(p, X), y)
 
-        dyn = Momentum(inner, lr=lambda hp: torch.exp(hp[0]), momentum=0.9)
-    elif m == 10:
-        hparams = (torch.tensor(-2.0), torch.tensor(2.0), torch.full((GROUPS,), -6.0))
+        def lr(hp):
+            return torch.exp(hp[0])
+
+        momentum: float | Callable | None = 0.9
+        dyn = Momentum(inner, lr=lr, momentum=momentum)
+        return Problem(kind, 1, params0, hparams, dyn, inner, outer, lr, momentum)
+    if kind == "lr_mom_wd":
+        hparams = (torch.tensor(math.log(0.05)), torch.tensor(math.log(9.0)), torch.full((GROUPS,), -6.0))
         group = torch.arange(h) * GROUPS // h
 
         def inner(p, hp):
             wd = torch.exp(hp[2])[group]
-            return F.cross_entropy(net(p, X), y) + 0.5 * (wd * (p[0] ** 2).sum(0)).sum()
+            return F.cross_entropy(net(p, X), y) + 0.5 * (wd * (p[0] * p[0]).sum(0)).sum()
 
-        dyn = Momentum(inner, lr=lambda hp: torch.exp(hp[0]), momentum=lambda hp: torch.sigmoid(hp[1]))
-    else:
-        hparams = (torch.zeros(n),)
+        def lr(hp):
+            return torch.exp(hp[0])
 
-        def inner(p, hp):
-            return (torch.sigmoid(hp[0]) * F.cross_entropy(net(p, X), y, reduction="none")).mean()
+        def momentum(hp):
+            return torch.sigmoid(hp[1])
 
-        dyn = Momentum(inner, lr=0.1, momentum=0.9)
-    return {"params0": params0, "hparams": hparams, "dyn": dyn, "outer": outer, "inner": inner, "net": net,
-            "X": X, "y": y, "Xv": Xv, "yv": yv}
+        dyn = Momentum(inner, lr=lr, momentum=momentum)
+        return Problem(kind, 2 + GROUPS, params0, hparams, dyn, inner, outer, lr, momentum)
+    hparams = (torch.zeros(n),)
+
+    def inner(p, hp):
+        return (torch.sigmoid(hp[0]) * F.cross_entropy(net(p, X), y, reduction="none")).mean()
+
+    dyn = GradientDescent(inner, lr=0.5)
+    return Problem(kind, n, params0, hparams, dyn, inner, outer, 0.5, None)
 
 
-def _run_ours(prob: dict[str, Any], method: str, T: int) -> Any:
+# ----------------------------------------------------------------------------- the methods
+
+
+def _setting(value, hp):
+    return value(hp) if callable(value) else value
+
+
+def run_plain(prob: Problem, T: int) -> None:
+    dyn = prob.dynamics
+    state = dyn.init(prob.params0, prob.hparams)
+    for _ in range(T):
+        state = dyn(state, prob.hparams, create_graph=False)
+
+
+def run_plain_torch(prob: Problem, T: int) -> None:
+    import torch
+
+    lr = float(_setting(prob.lr, prob.hparams))
+    mu = None if prob.momentum is None else float(_setting(prob.momentum, prob.hparams))
+    params = [p.clone().requires_grad_(True) for p in prob.params0]
+    vel = [torch.zeros_like(p) for p in params]
+    for _ in range(T):
+        grads = torch.autograd.grad(prob.inner(params, prob.hparams), params)
+        with torch.no_grad():
+            for p, v, gr in zip(params, vel, grads):
+                if mu is None:
+                    p.sub_(gr, alpha=lr)
+                else:
+                    v.mul_(mu).add_(gr)
+                    p.sub_(v, alpha=lr)
+
+
+def run_ours(prob: Problem, method: str, T: int):
     from bilevel_core import hypergradient
 
-    if method == "plain":
-        dyn = prob["dyn"]
-        state = dyn.init(prob["params0"], prob["hparams"])
-        for _ in range(T):
-            state = dyn(state, prob["hparams"], create_graph=False)
-        return None
     options: dict[str, Any] = {}
     name = method
     if method == "reverse_t10":
-        name, options = "reverse", {"truncate": min(10, T)}
-    if method == "cg":
-        options = {"K": 20, "tol": 1e-8}
-    return hypergradient(prob["params0"], prob["hparams"], prob["dyn"], prob["outer"], T, method=name, **options)
+        name, options = "reverse", {"truncate": min(TRUNCATE, T)}
+    elif method == "cg":
+        options = {"K": CG_K, "tol": 1e-10}
+    return hypergradient(prob.params0, prob.hparams, prob.dynamics, prob.outer, T, method=name, **options)
 
 
-def _run_higher(prob: dict[str, Any], T: int) -> Any:
+def run_higher(prob: Problem, T: int):
     import higher
     import torch
-    import torch.nn.functional as F
 
-    lam = prob["hparams"][0].clone().requires_grad_(True)
-    W1, b1, W2, b2 = (p.clone() for p in prob["params0"])
-    model = torch.nn.Sequential(torch.nn.Linear(W1.size(0), W1.size(1)), torch.nn.ReLU(),
-                                torch.nn.Linear(W2.size(0), W2.size(1)))
-    with torch.no_grad():
-        model[0].weight.copy_(W1.T), model[0].bias.copy_(b1), model[2].weight.copy_(W2.T), model[2].bias.copy_(b2)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    with higher.innerloop_ctx(model, opt, copy_initial_weights=True) as (fmodel, diffopt):
+    class MLP(torch.nn.Module):  # our parameter layout (W1, b1, W2, b2), so that ``inner`` applies as is
+        def __init__(self, params0):
+            super().__init__()
+            self.W1, self.b1, self.W2, self.b2 = (torch.nn.Parameter(p.clone()) for p in params0)
+
+        def forward(self, x):
+            return torch.relu(x @ self.W1 + self.b1) @ self.W2 + self.b2
+
+    hp = tuple(h.detach().clone().requires_grad_(True) for h in prob.hparams)
+    model = MLP(prob.params0)
+    mu = 0.0 if prob.momentum is None else prob.momentum
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5 if callable(mu) else mu)
+    override = {"lr": [_setting(prob.lr, hp)]}
+    if callable(mu):
+        override["momentum"] = [mu(hp)]
+    with higher.innerloop_ctx(model, opt, copy_initial_weights=True, override=override) as (fmodel, diffopt):
         for _ in range(T):
-            loss = (torch.sigmoid(lam) * F.cross_entropy(fmodel(prob["X"]), prob["y"], reduction="none")).mean()
-            diffopt.step(loss)
-        (g,) = torch.autograd.grad(F.cross_entropy(fmodel(prob["Xv"]), prob["yv"]), lam)
-    return (g,)
+            diffopt.step(prob.inner(tuple(fmodel.fast_params), hp))
+        return torch.autograd.grad(prob.outer(tuple(fmodel.fast_params), hp), hp, allow_unused=True)
 
 
-def _run_torchopt(prob: dict[str, Any], T: int) -> Any:
+def run_torchopt(prob: Problem, T: int):
     import torch
-    import torch.nn.functional as F
     import torchopt
 
-    lam = prob["hparams"][0].clone().requires_grad_(True)
-    params = tuple(p.clone().requires_grad_(True) for p in prob["params0"])
-    opt = torchopt.sgd(lr=0.1, momentum=0.9)
+    hp = tuple(h.detach().clone().requires_grad_(True) for h in prob.hparams)
+    lr = _setting(prob.lr, hp)
+    opt = torchopt.sgd(lr=lr) if prob.momentum is None else torchopt.sgd(lr=lr, momentum=_setting(prob.momentum, hp))
+    params = tuple(p.clone().requires_grad_(True) for p in prob.params0)
     state = opt.init(params)
     for _ in range(T):
-        per_example = F.cross_entropy(prob["net"](params, prob["X"]), prob["y"], reduction="none")
-        loss = (torch.sigmoid(lam) * per_example).mean()
-        grads = torch.autograd.grad(loss, params, create_graph=True)
+        grads = torch.autograd.grad(prob.inner(params, hp), params, create_graph=True)
         updates, state = opt.update(grads, state, inplace=False)
         params = tuple(torchopt.apply_updates(params, updates, inplace=False))
-    (g,) = torch.autograd.grad(F.cross_entropy(prob["net"](params, prob["Xv"]), prob["yv"]), lam)
-    return (g,)
+    return torch.autograd.grad(prob.outer(params, hp), hp, allow_unused=True)
 
 
-def _case(task: dict[str, Any], queue: Any) -> None:
-    """One case in a fresh process: setup, warm-up-free timing over repeats, peak RSS above setup."""
+def run_method(prob: Problem, method: str, T: int):
+    if method == "plain":
+        return run_plain(prob, T)
+    if method == "plain_torch":
+        return run_plain_torch(prob, T)
+    if method == "higher":
+        return run_higher(prob, T)
+    if method == "torchopt":
+        return run_torchopt(prob, T)
+    return run_ours(prob, method, T)
+
+
+def methods_for(kind: str, T: int, Ts: list[int]) -> list[str]:
+    out = ["plain", "plain_torch", "reverse", "reverse_t10"]
+    if kind == "lr" or (kind == "lr_mom_wd" and T < max(Ts)):
+        out.append("forward")
+    if kind in ("lr_mom_wd", "example_weights"):
+        out.append("cg")
+    if kind == "example_weights" or T < max(Ts):  # at the largest T (~11 GB each) only for m = n
+        out += ["higher", "torchopt"]
+    return out
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+
+class _TimeCap(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _TimeCap
+
+
+def _proc_status(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (VmRSS, VmHWM, VmSize)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _setup_worker(task: dict[str, Any]):
     import torch
 
     torch.set_num_threads(task["threads"])
-    cap = int(task["mem_cap_gb"] * 2**30)
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))  # soft cap only, lifted again before reporting
-    out: dict[str, Any] = {}
+    prob = build(task["kind"], task["sizes"])
+    cap = (_proc_status("VmSize") * 1024) + int(task["mem_cap_gb"] * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    return prob
+
+
+def _classify(exc: BaseException, task: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(exc, _TimeCap):
+        return {"status": f"timeout (> {task['time_cap']:.0f} s)"}
+    msg = str(exc)
+    if isinstance(exc, MemoryError) or "alloc" in msg.lower() or "memory" in msg.lower():
+        return {"status": f"out of memory (cap {task['mem_cap_gb']:g} GB)", "error": msg[:200]}
+    return {"status": "error", "error": f"{type(exc).__name__}: {msg[:300]}", "trace": traceback.format_exc(limit=4)}
+
+
+def _timed(prob: Problem, method: str, T: int, time_cap: float):
+    gc.collect()
+    signal.setitimer(signal.ITIMER_REAL, time_cap)
     try:
-        prob = _problem(task["m"], task["sizes"])
-        def run(T: int) -> Any:
-            if task["method"] == "higher":
-                return _run_higher(prob, T)
-            if task["method"] == "torchopt":
-                return _run_torchopt(prob, T)
-            return _run_ours(prob, task["method"], T)
-
-        run(2)  # warm-up: imports and first-call overheads are not timed
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        times, result = [], None
-        for _ in range(task["repeats"]):
-            t0 = time.perf_counter()
-            result = run(task["T"])
-            times.append(time.perf_counter() - t0)
-        out["time_s"] = statistics.median(times)
-        out["peak_mem_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, 1)
-        out["status"] = "ok"
-        if result is not None:
-            flat = torch.cat([r.reshape(-1) for r in result])
-            out["hg_norm"] = float(flat.norm())
-            if task["method"] in ("higher", "torchopt"):
-                ours = torch.cat([r.reshape(-1) for r in _run_ours(prob, "reverse", task["T"])])
-                out["rel_diff_to_ours"] = float((flat - ours).norm() / ours.norm().clamp_min(1e-30))
-    except MemoryError:
-        out = {"status": "out of memory", "mem_cap_gb": task["mem_cap_gb"]}
-    except RuntimeError as exc:
-        if "alloc" in str(exc).lower() or "memory" in str(exc).lower():
-            out = {"status": "out of memory", "mem_cap_gb": task["mem_cap_gb"]}
-        else:
-            out = {"status": "error", "error": str(exc)[:300]}
-    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-    queue.put(out)
+        t0 = time.perf_counter()
+        out = run_method(prob, method, T)
+        return time.perf_counter() - t0, out
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def run_case(task: dict[str, Any], timeout: float) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
+def memory_worker(task: dict[str, Any], queue: Any) -> None:
+    """One case in a fresh process: peak RSS above the RSS after the data and model are built.
+
+    The warm-up runs the same method on a tiny problem: it loads lazily imported modules (higher,
+    torchopt, forward mode's decompositions) and initialises the kernels, but leaves next to nothing in
+    the allocator's free lists, which a full-size warm-up would do, hiding the working set of the run.
+    """
+    base, can_reset = _proc_status("VmRSS"), False
+
+    def peak_mb() -> float:
+        peak = _proc_status("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(max(peak - base, 0) / 1024, 1)
+
+    try:
+        prob = _setup_worker(task)
+        _timed(build(task["kind"], QUICK["sizes"]), task["method"], 2, task["time_cap"])
+        gc.collect()
+        can_reset = _reset_peak()
+        base = _proc_status("VmRSS")
+        if not can_reset:
+            base = max(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        wall, _ = _timed(prob, task["method"], task["T"], task["time_cap"])
+        queue.put({"status": "ok", "peak_mem_MB": peak_mb(), "mem_run_wall_s": wall})
+    except BaseException as exc:  # noqa: B036 - a failed case is a result
+        out = _classify(exc, task)
+        out["peak_mem_MB"] = peak_mb()  # for an out-of-memory: what it reached before the cap
+        queue.put(out)
+
+
+def timing_worker(task: dict[str, Any], queue: Any) -> None:
+    """All methods of one (m, T) in one process: warm-up, then rounds in rotating order; medians."""
+    import torch
+
+    prob = _setup_worker(task)
+    methods = task["methods"]
+    res: dict[str, dict[str, Any]] = {k: {"status": "ok", "times_s": []} for k in methods}
+    hgs: dict[str, Any] = {}
+    for k in methods:
+        try:
+            _timed(prob, k, min(2, task["T"]), task["time_cap"])
+        except BaseException as exc:  # noqa: B036
+            res[k] = _classify(exc, task)
+    for r in range(task["repeats"]):
+        order = methods[r % len(methods):] + methods[: r % len(methods)]
+        for k in order:
+            if res[k]["status"] != "ok":
+                continue
+            try:
+                dt, out = _timed(prob, k, task["T"], task["time_cap"])
+            except BaseException as exc:  # noqa: B036
+                res[k] = _classify(exc, task)
+                continue
+            res[k]["times_s"].append(dt)
+            if out is not None and k not in hgs:
+                hgs[k] = torch.cat([torch.zeros(h.numel()) if g is None else g.detach().reshape(-1)
+                                    for g, h in zip(out, prob.hparams)])
+    ref = hgs.get("reverse")
+    for k, out in hgs.items():
+        rec = res[k]
+        rec["hg_norm"] = float(out.norm())
+        if not bool(torch.isfinite(out).all()):
+            rec["status"] = "non-finite hypergradient"
+        if ref is not None and k != "reverse":
+            rec["rel_diff_to_reverse"] = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+    queue.put(res)
+
+
+def run_in_process(target: Callable, task: dict[str, Any], timeout: float, ctx: Any) -> dict[str, Any]:
     queue = ctx.Queue()
-    proc = ctx.Process(target=_case, args=(task, queue))
+    proc = ctx.Process(target=target, args=(task, queue))
     proc.start()
-    proc.join(timeout)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        return {"status": f"timeout after {timeout:.0f} s"}
-    if queue.empty():
-        if proc.exitcode is not None and proc.exitcode < 0:  # killed by a signal, e.g. the OOM killer
-            return {"status": f"killed (signal {-proc.exitcode}; out of memory?)"}
-        return {"status": "error", "error": f"exit code {proc.exitcode}"}
-    return queue.get()
-
-
-def cases(Ts: list[int]) -> list[tuple[str, int, int]]:
-    out = []
-    for T in Ts:
-        for m in (1, 10, 1000):
-            out += [("plain", m, T), ("reverse", m, T), ("reverse_t10", m, T)]
-            if (m <= 10 and T <= 100) or (m == 1 and T == max(Ts)):
-                out.append(("forward", m, T))
-            if m in (10, 1000):
-                out.append(("cg", m, T))
-            if m == 1000:
-                out += [("higher", m, T), ("torchopt", m, T)]
+    deadline = time.monotonic() + timeout
+    out = None
+    while out is None:
+        try:
+            out = queue.get(timeout=1.0)
+        except Exception:  # queue.Empty
+            if not proc.is_alive():
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.join()
+                return {"status": f"timeout (process killed after {timeout:.0f} s)"}
+    proc.join()
+    if out is None:
+        sig = -proc.exitcode if proc.exitcode is not None and proc.exitcode < 0 else None
+        return {"status": f"killed by signal {sig} (out of memory?)" if sig else f"error: exit code {proc.exitcode}"}
     return out
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def case_key(method: str, kind: str, T: int, cfg: dict[str, Any]) -> str:
+    return json.dumps({"method": method, "kind": kind, "T": T, "sizes": cfg["sizes"], "threads": cfg["threads"]},
+                      sort_keys=True)
+
+
+class JsonLines:
+    """Append-only JSON lines keyed by ``key``; the last record of a key wins; a torn line is ignored."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = {}
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    self.records[rec["key"]] = rec
+
+    def add(self, rec: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        self.records[rec["key"]] = rec
+
+
+def target_of(method: str, m: int) -> float | None:
+    if method in ("reverse", "reverse_t10"):
+        return 3.0
+    if method == "forward":
+        return 3.0 * m + 2.0
+    return None
+
+
+def run_group(kind: str, T: int, cfg: dict[str, Any], cases: JsonLines, memory: JsonLines, ctx: Any,
+              force: bool) -> None:
+    m = num_hparams(kind, cfg["sizes"])
+    methods = [k for k in methods_for(kind, T, cfg["Ts"]) if not cfg["methods"] or k in cfg["methods"]]
+    keys = {k: case_key(k, kind, T, cfg) for k in methods}
+    if not force and all(key in cases.records for key in keys.values()):
+        return
+    base = {"kind": kind, "m": m, "T": T, "sizes": cfg["sizes"], "threads": cfg["threads"],
+            "mem_cap_gb": cfg["mem_cap_gb"], "time_cap": cfg["time_cap"]}
+    hard_timeout = cfg["time_cap"] * 2.5 + 120
+    mem: dict[str, dict[str, Any]] = {}
+    for k in methods:
+        if cfg["skip_memory"]:
+            mem[k] = {"status": "ok"}
+            continue
+        if not force and keys[k] in memory.records:
+            mem[k] = memory.records[keys[k]]
+            continue
+        t0 = time.perf_counter()
+        out = run_in_process(memory_worker, {**base, "method": k}, hard_timeout, ctx)
+        rec = {"key": keys[k], **out}
+        memory.add(rec)
+        mem[k] = rec
+        print(f"  memory m={m:<5d} T={T:<5d} {k:12s} {out.get('peak_mem_MB', '')} MB  {out['status']} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    timed = [k for k in methods if mem[k]["status"] == "ok"]
+    repeats = cfg["rounds_at_max_T"] if T >= max(cfg["Ts"]) else cfg["repeats"]
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    res = run_in_process(timing_worker, {**base, "methods": timed, "repeats": repeats},
+                         hard_timeout * (repeats + 1) * max(len(timed), 1), ctx) if timed else {}
+    if "status" in res:  # the timing process itself failed
+        res = {k: dict(res) for k in timed}
+    print(f"  timing m={m} T={T}: {len(timed)} methods × {repeats} rounds ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    plain = res.get("plain", {})
+    plain_t = statistics.median(plain["times_s"]) if plain.get("status") == "ok" and plain.get("times_s") else None
+    import torch
+
+    for k in methods:
+        r = dict(res.get(k, {})) if k in timed else {"status": mem[k]["status"], "error": mem[k].get("error")}
+        rec: dict[str, Any] = {"key": keys[k], "method": k, **base, "repeats": repeats,
+                               "torch": torch.__version__, "loadavg_1min": round(load0, 2),
+                               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        rec["status"] = r.pop("status", "error")
+        times = r.pop("times_s", [])
+        if rec["status"] == "ok" and times:
+            rec["time_s"] = statistics.median(times)
+            rec["times_s"] = [round(x, 4) for x in times]
+            if plain_t:
+                rec["ratio_to_plain"] = rec["time_s"] / plain_t
+        rec["peak_mem_MB"] = mem[k].get("peak_mem_MB")
+        rec.update({x: v for x, v in r.items() if v is not None})
+        tgt = target_of(k, m)
+        if tgt is not None and "ratio_to_plain" in rec:
+            rec["target_ratio"] = tgt
+            rec["target_met"] = rec["ratio_to_plain"] <= tgt
+        cases.add(rec)
+        t = f"{rec['time_s']:.3f} s" if "time_s" in rec else ""
+        ratio = f"{rec['ratio_to_plain']:.2f}x" if "ratio_to_plain" in rec else ""
+        print(f"  m={m:<5d} T={T:<5d} {k:12s} {t:>10s} {ratio:>8s} {rec['peak_mem_MB']} MB  {rec['status']}",
+              flush=True)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "" if x is None else format(x, spec)
+
+
+def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
+    """The markdown table of every recorded case of this configuration, and the target verdicts."""
+    recs = {}
+    for r in cases.records.values():
+        if r.get("sizes") == cfg["sizes"] and r.get("threads") == cfg["threads"]:
+            recs[(r["kind"], r["T"], r["method"])] = r
+    lines = ["| m | T | method | time (s) | × plain | target | peak memory (MB) | status | rel. diff to our reverse |",
+             "|---:|---:|---|---:|---:|---|---:|---|---:|"]
+    verdicts: list[str] = []
+    for kind in KINDS:
+        m = num_hparams(kind, cfg["sizes"])
+        for T in cfg["Ts"]:
+            for k in ORDER:
+                r = recs.get((kind, T, k))
+                if r is None:
+                    continue
+                target = ""
+                if "target_ratio" in r:
+                    target = f"≤ {r['target_ratio']:g}: " + ("met" if r["target_met"] else "**missed**")
+                    if k in ("reverse", "forward"):
+                        verdicts.append(f"- {k}, m = {m}, T = {T}: {r['ratio_to_plain']:.2f}× plain, target "
+                                        f"≤ {r['target_ratio']:g}× " + ("met" if r["target_met"] else "missed"))
+                ours = recs.get((kind, T, "reverse"), {})
+                if k in ("higher", "torchopt"):
+                    if r.get("time_s") and ours.get("time_s"):
+                        q = ours["time_s"] / r["time_s"]
+                        verdict = "met" if q <= 1.0 else "tie (within 5 %)" if q <= 1.05 else "**missed**"
+                        target = f"ours/{k} = {q:.2f}: {verdict}"
+                        verdicts.append(f"- reverse vs {k}, m = {m}, T = {T}: ours takes {q:.2f}× {k}'s time "
+                                        f"({verdict.strip('*')}); rel. diff of the hypergradients "
+                                        f"{_fmt(r.get('rel_diff_to_reverse'), '.1e')}")
+                    else:
+                        target = "n/a"
+                diff = "" if k == "cg" else _fmt(r.get("rel_diff_to_reverse"), ".1e")
+                status = r.get("status", "")
+                lines.append(
+                    f"| {m} | {T} | {k} | {_fmt(r.get('time_s'), '.3f')} | {_fmt(r.get('ratio_to_plain'), '.2f')} | "
+                    f"{target} | {_fmt(r.get('peak_mem_MB'), '.1f')} | {status} | {diff} |")
+    flat = []
+    for kind in ("lr", "lr_mom_wd"):
+        mems = [(T, recs[(kind, T, "forward")].get("peak_mem_MB")) for T in cfg["Ts"]
+                if (kind, T, "forward") in recs and recs[(kind, T, "forward")].get("status") == "ok"]
+        if len(mems) >= 2:
+            m = num_hparams(kind, cfg["sizes"])
+            desc = ", ".join(f"T = {T}: {v:.1f} MB" for T, v in mems)
+            spread = max(v for _, v in mems) - min(v for _, v in mems)
+            ok = spread <= max(20.0, 0.25 * max(v for _, v in mems))
+            verdict = "flat in T (met)" if ok else "grows with T (missed)"
+            flat.append(f"- forward memory, m = {m}: {desc} → {verdict}")
+    load = sorted({r.get("loadavg_1min") for r in recs.values() if r.get("loadavg_1min") is not None})
+    head = [
+        "# Hypergradient benchmark",
+        "",
+        f"sizes {cfg['sizes']}, T ∈ {cfg['Ts']}, torch {_torch_version()}, {cfg['threads']} thread(s), "
+        f"{os.cpu_count()} CPU(s) ({platform.processor() or platform.machine()}), "
+        f"1-min load average before the timing runs: {load[0] if load else '?'}–{load[-1] if load else '?'}.",
+        "Times: medians over rounds in one process per (m, T); × plain: ratio to `plain` from the same process; "
+        "peak memory: peak RSS above the RSS after setup, one fresh process per case. "
+        "rel. diff: ‖g − g_reverse‖ / ‖g_reverse‖ in the same process (float32; none for cg, an implicit "
+        "gradient of another quantity).",
+        "",
+    ]
+    text = "\n".join(head + lines + ["", "## Verdicts", ""] + verdicts + flat) + "\n"
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return text
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes and T (smoke test)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--mem-cap-gb", type=float, default=12.0, help="address-space cap per case")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
-    p.add_argument("--out", default="results/hypergradient_benchmark")
-    p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and T (a smoke test, about a minute)")
+    p.add_argument("--out", default="results/hypergradient_benchmark", help="output folder")
+    p.add_argument("--repeats", type=int, default=3, help="timing rounds (at T below the largest)")
+    p.add_argument("--rounds-at-max-T", type=int, default=1, help="timing rounds at the largest T")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every worker")
+    p.add_argument("--mem-cap-gb", type=float, default=12.0, help="address-space cap per worker, above setup")
+    p.add_argument("--time-cap", type=float, default=300.0, help="seconds per run of one case")
+    p.add_argument("--T", type=int, nargs="*", help="only these T (default: all)")
+    p.add_argument("--m", type=int, nargs="*", help="only these m (default: all)")
+    p.add_argument("--methods", nargs="*", choices=ORDER, help="only these methods (default: all)")
+    p.add_argument("--skip-memory", action="store_true", help="time only (no memory processes)")
+    p.add_argument("--force", action="store_true", help="rerun cases already recorded")
+    p.add_argument("--report-only", action="store_true", help="only rewrite results.md from the records")
+    p.add_argument("--start-method", default="forkserver", choices=["forkserver", "spawn"])
     args = p.parse_args(argv)
-    sizes = {"n": 200, "d": 20, "h": 200, "c": 10} if args.quick else {"n": 1000, "d": 100, "h": 1000, "c": 10}
-    Ts = [5, 20] if args.quick else [10, 100, 1000]
-    out = args.out + ("_quick" if args.quick else "")
-    store = Store(os.path.join(out, "runs.jsonl"))
-    if not args.summary_only:
-        for method, m, T in cases(Ts):
-            task = {"method": method, "m": m, "T": T, "sizes": sizes, "threads": args.threads,
-                    "repeats": 1 if T >= 1000 else args.repeats, "mem_cap_gb": args.mem_cap_gb}
-            if store.has(task):
+    base = QUICK if args.quick else FULL
+    cfg = {"sizes": base["sizes"], "Ts": base["Ts"], "threads": args.threads, "repeats": args.repeats,
+           "rounds_at_max_T": args.rounds_at_max_T, "methods": args.methods, "skip_memory": args.skip_memory,
+           "mem_cap_gb": args.mem_cap_gb, "time_cap": args.time_cap}
+    out = os.path.join(args.out, "quick") if args.quick else args.out
+    cases = JsonLines(os.path.join(out, "cases.jsonl"))
+    memory = JsonLines(os.path.join(out, "memory.jsonl"))
+    if not args.report_only:
+        ctx = mp.get_context(args.start_method)
+        if args.start_method == "forkserver":
+            ctx.set_forkserver_preload(["torch", "bilevel_core"])
+        t_start = time.perf_counter()
+        for T in cfg["Ts"]:
+            if args.T and T not in args.T:
                 continue
-            res = run_case(task, args.timeout)
-            if res.get("status") != "error":  # errors are printed, not recorded, so a rerun retries them
-                store.add(task, res)
-            print(f"{method:12s} m={m:<5d} T={T:<5d} {res}", flush=True)
-    write_summary(store, out, Ts)
-    return 0
-
-
-def write_summary(store: Store, out: str, Ts: list[int]) -> None:
-    recs = {(r["task"]["method"], r["task"]["m"], r["task"]["T"]): r for r in store.records.values()}
-    rows = ["| m | T | method | time (s) | × plain | target | peak memory above setup (MB) | status |",
-            "|---|---|---|---|---|---|---|---|"]
-    for m in (1, 10, 1000):
-        for T in Ts:
-            plain = recs.get(("plain", m, T))
-            for method in ("plain", "reverse", "reverse_t10", "forward", "cg", "higher", "torchopt"):
-                r = recs.get((method, m, T))
-                if r is None:
+            for kind in KINDS:
+                if args.m and num_hparams(kind, cfg["sizes"]) not in args.m:
                     continue
-                ratio, target = "", ""
-                if r.get("status") == "ok" and plain and plain.get("status") == "ok":
-                    ratio = f"{r['time_s'] / plain['time_s']:.2f}"
-                    if method in ("reverse", "reverse_t10"):
-                        target = "≤ 3: " + ("met" if r["time_s"] <= 3 * plain["time_s"] else "missed")
-                    if method == "forward":
-                        met = r["time_s"] <= (3 * m + 2) * plain["time_s"]
-                        target = f"≤ {3 * m + 2}: " + ("met" if met else "missed")
-                    if method in ("higher", "torchopt") and recs.get(("reverse", m, T), {}).get("status") == "ok":
-                        ours = recs[("reverse", m, T)]["time_s"]
-                        target = ("ours faster" if ours <= r["time_s"] else "ours slower") + \
-                            f" (rel. diff {r.get('rel_diff_to_ours', float('nan')):.1e})"
-                time_s = f"{r['time_s']:.3f}" if "time_s" in r else ""
-                mem = r.get("peak_mem_mb", "")
-                rows.append(f"| {m} | {T} | {method} | {time_s} | {ratio} | {target} | {mem} | {r.get('status')} |")
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
-        fh.write("# Hypergradient benchmark\n\n" + "\n".join(rows) + "\n")
-    print("\n".join(rows))
+                print(f"m={num_hparams(kind, cfg['sizes'])} T={T}", flush=True)
+                run_group(kind, T, cfg, cases, memory, ctx, args.force)
+        print(f"total {time.perf_counter() - t_start:.0f} s", flush=True)
+    print(write_report(cases, cfg, out))
+    return 0
 
 
 if __name__ == "__main__":
