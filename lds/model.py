@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from bilevel_core import Adam, DynamicsState, hypergradient
 from .backbones import Backbone
 from .edges import EdgeDistribution
 from .gcn import _drop_features, gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
-from .propagation import to_edge_index
+from .propagation import defer_pair_gradients, to_edge_index
 
 INNER_LR_RANGE = (1e-4, 0.05)
 
@@ -508,8 +509,14 @@ class LDS(BaseEstimator):
         while steps < self.max_inner_steps:
             window = min(self.hypergrad_every, self.max_inner_steps - steps)
             outer = make_outer(dist.uniforms(gen) if self.sampling else None)
-            grads, state = hypergradient(state, hp, dynamics, outer, window, truncate=min(truncate, window),
-                                         batches=batches, stop=stop, return_state=True)
+            # The built-in GCN reaches θ through values = θ or a straight-through sample (∂values/∂θ = I):
+            # its pair gradients are summed over the window and formed once (one N×N product per window).
+            deferred = defer_pair_gradients(dist.pairs, prep.num_nodes) if self.backbone_ is None else nullcontext()
+            with deferred as acc:
+                grads, state = hypergradient(state, hp, dynamics, outer, window, truncate=min(truncate, window),
+                                             batches=batches, stop=stop, return_state=True)
+            if acc is not None:
+                grads = (grads[0] + acc.gradient(like=grads[0]), *grads[1:])
             lr_k = self.outer_lr / (1.0 + self.outer_lr_decay * num_updates)
             with torch.no_grad():
                 dist.probs.sub_(lr_k * grads[0])

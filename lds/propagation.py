@@ -65,6 +65,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 __all__ = [
     "DENSE_FRACTION",
     "CandidateGraph",
+    "PairGradientAccumulator",
     "SampledGraph",
     "all_pairs",
     "candidate_graph",
@@ -72,6 +73,7 @@ __all__ = [
     "dense_adjacency",
     "dense_gcn_propagate",
     "dense_normalized_adjacency",
+    "defer_pair_gradients",
     "gcn_propagate",
     "pairs_from_edge_index",
     "to_edge_index",
@@ -374,23 +376,111 @@ def _values_grad_needed(ctx: Any) -> bool:
         return True
 
 
-def _pair_gradient(values: Tensor, M: Tensor, Y: Tensor, E: Tensor, AE: Tensor, graph: SampledGraph) -> Tensor:
-    """``g_p = ⟨L_i, R_j⟩`` for every candidate pair (see the module docstring); differentiable."""
-    if torch.is_grad_enabled():  # create_graph: the degree must carry its dependence on every candidate
+def _pair_gradient(values: Tensor, M: Tensor, Y: Tensor, E: Tensor, AE: Tensor,
+                   graph: SampledGraph) -> Tensor | None:
+    """``g_p = ⟨L_i, R_j⟩`` for every candidate pair (see the module docstring); differentiable.
+
+    Inside :func:`defer_pair_gradients` (and outside ``create_graph``) the factors go to the
+    accumulator instead and ``None`` is returned.
+    """
+    grad_mode = torch.is_grad_enabled()
+    if grad_mode:  # create_graph: the degree must carry its dependence on every candidate
         s = _Degree.apply(values, graph).rsqrt()
     else:
         s = graph.inv_sqrt_degree
-    c = (-0.5 * s * s * ((E * Y).sum(1) + (AE * M).sum(1))).unsqueeze(1)
+    c = -0.5 * s * s * ((E * Y).sum(1) + (AE * M).sum(1))
     sE = s.unsqueeze(1) * E
     sM = s.unsqueeze(1) * M
+    cand = graph.candidates
+    if not grad_mode:
+        acc = _DEFERRED.get(id(cand.pairs))
+        if acc is not None and acc.candidates.pairs is cand.pairs:
+            acc.add(sE, sM, c)
+            return None
+    c = c.unsqueeze(1)
     ones = torch.ones_like(c)
     left = torch.cat([sE, sM, c, ones], dim=1)
     right = torch.cat([sM, sE, ones, c], dim=1)
-    cand = graph.candidates
     if cand.mode == "dense":
         return (left @ right.T).reshape(-1).index_select(0, cand.flat_index)
     pairs = cand.pairs
     return (left[pairs[0]] * right[pairs[1]]).sum(1)
+
+
+class PairGradientAccumulator:
+    r"""Sum of deferred pair gradients ``Σ_k G_k`` over the uses of a candidate set in one backward pass.
+
+    Each use contributes ``G_k = sE_k (sM_k)ᵀ + sM_k (sE_k)ᵀ + c_k 1ᵀ + 1 c_kᵀ`` (module docstring), so
+    the sum is ``F + Fᵀ + c 1ᵀ + 1 cᵀ`` with ``F = P Qᵀ``, ``P = [sE_1 … sE_K]``, ``Q = [sM_1 … sM_K]``
+    and ``c = Σ_k c_k``: one N×N product per backward pass (e.g. per hypergradient window of LDS)
+    instead of one per use of a sampled graph (2τ + 2 of them per window with a 2-layer GCN).
+    """
+
+    def __init__(self, candidates: CandidateGraph) -> None:
+        self.candidates = candidates
+        self.left: list[Tensor] = []
+        self.right: list[Tensor] = []
+        self.c: Tensor | None = None
+        self.num_uses = 0
+
+    def add(self, sE: Tensor, sM: Tensor, c: Tensor) -> None:
+        """Record one use: ``G_k`` with factors ``sE``, ``sM`` ``(N, h)`` and the degree term ``c`` ``(N,)``."""
+        self.left.append(sE.detach())
+        self.right.append(sM.detach())
+        self.c = c.detach().clone() if self.c is None else self.c.add_(c.detach())
+        self.num_uses += 1
+
+    def gradient(self, like: Tensor | None = None) -> Tensor:
+        """``∂L/∂values`` ``(P,)`` summed over the recorded uses (zeros when there was none)."""
+        cand = self.candidates
+        if self.c is None:
+            if like is None:
+                raise ValueError("no use was recorded; pass like= to get zeros of the right dtype and device.")
+            return torch.zeros(cand.num_pairs, dtype=like.dtype, device=like.device)
+        P, Q = torch.cat(self.left, dim=1), torch.cat(self.right, dim=1)
+        i, j = cand.pairs[0], cand.pairs[1]
+        if cand.mode == "dense":
+            F = P @ Q.T
+            G = (F + F.T).add_(self.c.unsqueeze(1)).add_(self.c.unsqueeze(0))
+            return G.reshape(-1).index_select(0, cand.flat_index)
+        return (P[i] * Q[j]).sum(1) + (P[j] * Q[i]).sum(1) + self.c[i] + self.c[j]
+
+
+_DEFERRED: dict[int, PairGradientAccumulator] = {}  # id(pairs) -> the active accumulator
+
+
+class defer_pair_gradients:  # noqa: N801 (a context manager, used like a function)
+    """Within this context, backward passes that are not ``create_graph`` send the pair gradients of
+    ``pairs`` to a :class:`PairGradientAccumulator` instead of returning them to autograd.
+
+    Autograd then sees no gradient for ``values`` from :func:`gcn_propagate` on this candidate set;
+    the caller adds ``acc.gradient()`` itself, which is only correct where ``∂values/∂θ`` is the
+    identity (``values = θ``, or a straight-through sample of θ). The result equals the
+    non-deferred gradient (up to float rounding); the cost is one N×N product per context.
+
+    Example:
+        >>> pairs = all_pairs(4)
+        >>> theta = torch.full((6,), 0.5, requires_grad=True)
+        >>> M = torch.randn(4, 2)
+        >>> with defer_pair_gradients(pairs, 4) as acc:
+        ...     Y = gcn_propagate(theta, pairs, M, 4)
+        ...     (g,) = torch.autograd.grad(Y.sum(), theta, allow_unused=True)
+        >>> g is None, acc.gradient().shape
+        (True, torch.Size([6]))
+    """
+
+    def __init__(self, pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mode: CandidateMode = "auto") -> None:
+        self.accumulator = PairGradientAccumulator(candidate_graph(pairs, num_nodes, candidate_mode, validate=False))
+        self._key = id(self.accumulator.candidates.pairs)
+
+    def __enter__(self) -> PairGradientAccumulator:
+        if self._key in _DEFERRED:
+            raise RuntimeError("pair gradients of this candidate set are already being deferred (nested contexts).")
+        _DEFERRED[self._key] = self.accumulator
+        return self.accumulator
+
+    def __exit__(self, *exc: Any) -> None:
+        _DEFERRED.pop(self._key, None)
 
 
 class _Propagate(torch.autograd.Function):

@@ -13,6 +13,7 @@ from lds.propagation import (
     all_pairs,
     candidate_graph,
     check_pairs,
+    defer_pair_gradients,
     dense_adjacency,
     dense_gcn_propagate,
     dense_normalized_adjacency,
@@ -164,6 +165,59 @@ def test_gradient_through_a_gradient_step_matches_dense(mode):
     dense = hypergrad(lambda a, m: dense_gcn_propagate(a, pairs, m, n))
     torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-12)
     assert bool((sparse[sample == 0] != 0).any())
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("subset", [None, 0.3])
+def test_deferred_pair_gradients_equal_the_direct_ones(mode, subset):
+    """One N×N product per backward pass (defer_pair_gradients) gives the same θ-gradient through an
+    inner gradient step, two sampled graphs and the outer loss, also where the sample is 0."""
+    n = 14
+    g = torch.Generator().manual_seed(11)
+    pairs = all_pairs(n)
+    if subset is not None:
+        pairs = pairs[:, torch.rand(pairs.size(1), generator=g) < subset]
+    P = pairs.size(1)
+    x = torch.randn(n, 5, generator=g, dtype=DT)
+    theta0 = torch.rand(P, generator=g, dtype=DT) * 0.4
+    u1, u2 = torch.rand(P, generator=g, dtype=DT), torch.rand(P, generator=g, dtype=DT)
+    W0 = torch.randn(5, 3, generator=g, dtype=DT)
+    y = torch.randint(0, 3, (n,), generator=g)
+
+    def run(theta):
+        prop = lambda a, m: gcn_propagate(a, pairs, m, n, candidate_mode=mode)  # noqa: E731
+        a1 = (u1 < theta).to(DT) + (theta - theta.detach())
+        a2 = (u2 < theta).to(DT) + (theta - theta.detach())
+        w = W0.clone().requires_grad_(True)
+        inner = F.cross_entropy(prop(a1, torch.relu(prop(a1, x @ w))), y)
+        (gw,) = torch.autograd.grad(inner, w, create_graph=True)
+        return F.cross_entropy(prop(a2, torch.relu(prop(a2, x @ (w - 0.5 * gw)))), y)
+
+    theta = theta0.clone().requires_grad_(True)
+    (direct,) = torch.autograd.grad(run(theta), theta)
+    with defer_pair_gradients(pairs, n, mode) as acc:
+        (rest,) = torch.autograd.grad(run(theta), theta, allow_unused=True)
+    assert rest is None  # every pair gradient went to the accumulator
+    assert acc.num_uses == 6  # 2 forward uses per graph, 2 transposed uses in the inner gradient
+    deferred = acc.gradient()
+    torch.testing.assert_close(deferred, direct, rtol=0, atol=1e-12)
+    assert bool((deferred[(u2 >= theta0) & (u1 >= theta0)] != 0).any())
+
+
+def test_deferral_scope_and_errors():
+    pairs = all_pairs(5)
+    M = torch.randn(5, 2, dtype=DT)
+    theta = torch.full((10,), 0.5, dtype=DT, requires_grad=True)
+    with defer_pair_gradients(pairs, 5) as acc:
+        with pytest.raises(RuntimeError, match="already being deferred"):
+            with defer_pair_gradients(pairs, 5):
+                pass
+        torch.testing.assert_close(acc.gradient(like=theta), torch.zeros(10, dtype=DT))
+        with pytest.raises(ValueError, match="no use was recorded"):
+            acc.gradient()
+    # outside the context, gradients flow to autograd again
+    (g,) = torch.autograd.grad(gcn_propagate(theta, pairs, M, 5).sum(), theta)
+    assert g.shape == (10,)
 
 
 def test_pair_term_is_skipped_when_only_M_gradient_is_used(monkeypatch):
