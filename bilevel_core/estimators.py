@@ -38,25 +38,69 @@ def _check_probs(probs: Tensor, name: str = "probs") -> None:
 
 
 def _uniforms(
-    probs: Tensor, generator: torch.Generator | None, uniforms: Tensor | None
+    probs: Tensor, generator: torch.Generator | None, uniforms: Tensor | None, support: Tensor | None = None
 ) -> Tensor:
+    if support is not None:
+        if not isinstance(support, Tensor) or support.dim() != 1 or support.dtype != torch.long:
+            got = getattr(support, "dtype", type(support).__name__)
+            raise TypeError("support must be a 1-D torch.long tensor of flat indices into probs "
+                            f"(e.g. torch.nonzero(probs.reshape(-1) > 0)[:, 0]), got {got}.")
+        shape: tuple[int, ...] = (support.numel(),)
+        what = "one uniform per index of support"
+    else:
+        shape = tuple(probs.shape)
+        what = "one uniform per Bernoulli variable"
     if uniforms is None:
-        return torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
-    if uniforms.shape != probs.shape:
-        raise ValueError(
-            f"uniforms has shape {tuple(uniforms.shape)} but probs has shape {tuple(probs.shape)}; "
-            "pass one uniform per Bernoulli variable."
-        )
+        return torch.rand(shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    if tuple(uniforms.shape) != shape:
+        raise ValueError(f"uniforms has shape {tuple(uniforms.shape)} but must have shape {shape}: pass {what}.")
     return uniforms
 
 
+def _sample(probs: Tensor, u: Tensor, support: Tensor | None) -> Tensor:
+    """``z = [u < θ]``; with a support, ``z = 0`` outside it and ``u`` holds the support's uniforms."""
+    p = probs.detach()
+    if support is None:
+        return (u < p).to(p.dtype)
+    flat = p.reshape(-1)
+    fired = support[u < flat[support]]
+    return torch.zeros_like(flat).index_fill_(0, fired, 1.0).view_as(p)
+
+
 def bernoulli_sample(
-    probs: Tensor, generator: torch.Generator | None = None, *, uniforms: Tensor | None = None
+    probs: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    uniforms: Tensor | None = None,
+    support: Tensor | None = None,
 ) -> Tensor:
-    """Exact 0/1 samples ``z = [u < θ]`` (no gradient)."""
+    """Exact 0/1 samples ``z = [u < θ]`` (no gradient).
+
+    ``support``: flat indices outside which ``θ = 0`` (so ``z = 0`` there): only the support costs
+    random numbers and comparisons, and ``uniforms`` then has one entry per index of the support.
+    """
     _check_probs(probs)
-    u = _uniforms(probs, generator, uniforms)
-    return (u < probs.detach()).to(probs.dtype)
+    return _sample(probs, _uniforms(probs, generator, uniforms, support), support)
+
+
+class _IdentityStraightThrough(torch.autograd.Function):
+    """``z = [u < θ]`` forward; the identity in θ backward and in forward mode (``s(θ) = θ``)."""
+
+    @staticmethod
+    def forward(probs: Tensor, u: Tensor, support: Tensor | None) -> Tensor:
+        return _sample(probs, u, support)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        return grad, None, None  # differentiable (the identity), so higher orders work
+
+    @staticmethod
+    def jvp(ctx, probs_t: Tensor, u_t: Tensor | None, support_t: Tensor | None) -> Tensor:  # noqa: ANN001
+        return probs_t.clone()
 
 
 def straight_through_bernoulli(
@@ -65,6 +109,7 @@ def straight_through_bernoulli(
     *,
     uniforms: Tensor | None = None,
     surrogate: Callable[[Tensor], Tensor] | None = None,
+    support: Tensor | None = None,
 ) -> Tensor:
     """Straight-through Bernoulli sample: ``z ~ Ber(θ)`` forward, ``∂z/∂θ = ∂s(θ)/∂θ`` backward.
 
@@ -75,12 +120,19 @@ def straight_through_bernoulli(
     Args:
         probs: Bernoulli parameters θ (any shape).
         generator: source of randomness (ignored when ``uniforms`` is given).
-        uniforms: precomputed uniforms in [0, 1), same shape as ``probs`` (fixes the sample).
+        uniforms: precomputed uniforms in [0, 1), same shape as ``probs`` (fixes the sample), or
+            one per index of ``support``.
         surrogate: backward surrogate ``s``; ``None`` for the identity.
+        support: flat indices of the variables that may be 1 (``θ > 0``); the others are 0 without
+            drawing a random number. For LDS on all pairs, where most ``θ`` are 0. The gradient
+            still reaches every variable.
     """
-    z = bernoulli_sample(probs, generator, uniforms=uniforms)
-    s = probs if surrogate is None else surrogate(probs)
-    return z + (s - s.detach())
+    _check_probs(probs)
+    u = _uniforms(probs, generator, uniforms, support)
+    if surrogate is None:
+        return _IdentityStraightThrough.apply(probs, u, support)
+    s = surrogate(probs)
+    return _sample(probs, u, support) + (s - s.detach())
 
 
 def bernoulli_log_prob(probs: Tensor, sample: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ ICML 2019, Sec. 3). The candidate set is either all pairs (the paper's choice) o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,6 +16,19 @@ from torch import Tensor
 from bilevel_core import straight_through_bernoulli
 
 from .propagation import all_pairs, pairs_from_edge_index
+
+
+@dataclass(frozen=True)
+class EdgeUniforms:
+    """The randomness of one graph sample: one uniform per candidate in ``support`` (where θ > 0)."""
+
+    support: Tensor
+    values: Tensor
+
+    def dense(self, num_pairs: int) -> Tensor:
+        """One uniform per candidate, 1 outside the support (never below θ = 0)."""
+        return torch.ones(num_pairs, dtype=self.values.dtype, device=self.values.device).index_put_(
+            (self.support,), self.values)
 
 
 def _pair_keys(pairs: Tensor, num_nodes: int) -> Tensor:
@@ -97,28 +111,39 @@ class EdgeDistribution:
         return cls(pairs.to(device), num_nodes, probs.to(device), is_all_pairs=is_all)
 
     # ------------------------------------------------------------------ sampling
-    def uniforms(self, generator: torch.Generator) -> Tensor:
-        """One uniform per candidate; pairs with θ = 0 get 1 (never drawn) and cost no random number.
-
-        The indices with θ > 0 are cached until θ changes (:meth:`project_` or :meth:`invalidate`).
-        """
+    def support(self) -> Tensor:
+        """Indices of the candidates with θ > 0 (cached until θ changes: :meth:`project_`, :meth:`invalidate`)."""
         if self._positive is None:
-            self._positive = torch.nonzero(self.probs > 0, as_tuple=True)[0]
-        positive = self._positive
-        u = torch.ones_like(self.probs)
-        u[positive] = torch.rand(
-            positive.numel(), generator=generator, dtype=self.probs.dtype, device="cpu"
-        ).to(self.probs.device)
-        return u
+            self._positive = torch.nonzero(self.probs.detach() > 0, as_tuple=True)[0]
+        return self._positive
 
-    def sample(self, generator: torch.Generator | None = None, *, uniforms: Tensor | None = None,
+    def draw(self, generator: torch.Generator) -> EdgeUniforms:
+        """The uniforms of one sample, for the pairs with θ > 0 only (pairs with θ = 0 are never drawn).
+
+        Drawn on the CPU generator, so a seed gives the same graphs on every device.
+        """
+        support = self.support()
+        u = torch.rand(support.numel(), generator=generator, dtype=self.probs.dtype, device="cpu")
+        return EdgeUniforms(support, u.to(self.probs.device))
+
+    def uniforms(self, generator: torch.Generator) -> Tensor:
+        """The same draw as :meth:`draw` as one uniform per candidate (1 where θ = 0)."""
+        return self.draw(generator).dense(self.probs.numel())
+
+    def sample(self, generator: torch.Generator | None = None, *, uniforms: Tensor | EdgeUniforms | None = None,
                probs: Tensor | None = None) -> Tensor:
-        """A symmetric graph ``A ~ Ber(θ)`` as values on the candidate pairs, straight-through in θ."""
+        """A symmetric graph ``A ~ Ber(θ)`` as values on the candidate pairs, straight-through in θ.
+
+        ``uniforms``: from :meth:`draw` (cost O(|support|)) or :meth:`uniforms` (one per candidate).
+        The support of a draw must still hold every θ > 0 (θ unchanged since the draw, or only lowered).
+        """
         theta = self.probs if probs is None else probs
         if uniforms is None:
             if generator is None:
                 raise ValueError("sample needs a torch.Generator or precomputed uniforms.")
-            uniforms = self.uniforms(generator)
+            uniforms = self.draw(generator)
+        if isinstance(uniforms, EdgeUniforms):
+            return straight_through_bernoulli(theta, uniforms=uniforms.values, support=uniforms.support)
         return straight_through_bernoulli(theta, uniforms=uniforms)
 
     def project_(self) -> None:

@@ -26,7 +26,7 @@ from torch import Tensor
 from bilevel_core import Adam, DynamicsState, hypergradient
 
 from .backbones import Backbone
-from .edges import EdgeDistribution
+from .edges import EdgeDistribution, EdgeUniforms
 from .gcn import _drop_features, gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
 from .propagation import defer_pair_gradients, to_edge_index
 
@@ -182,7 +182,7 @@ def lds_objectives(
     """
     train_idx, val_idx, y = prep.train_idx, prep.val_outer_idx, prep.y
 
-    def graph(theta: Tensor, uniforms: Tensor | None) -> tuple[Tensor, Tensor]:
+    def graph(theta: Tensor, uniforms: EdgeUniforms | None) -> tuple[Tensor, Tensor]:
         values = dist.sample(uniforms=uniforms, probs=theta) if sampling else theta
         return values, dist.pairs
 
@@ -193,7 +193,7 @@ def lds_objectives(
         penalty = gcn_l2_penalty(w, weight_decay) if backbone is None else backbone.l2_penalty(w, weight_decay)
         return F.cross_entropy(logits[train_idx], y[train_idx]) + penalty
 
-    def make_outer(uniforms: Tensor | None) -> Callable[..., Tensor]:
+    def make_outer(uniforms: EdgeUniforms | None) -> Callable[..., Tensor]:
         def outer(w, hparams):
             values, pairs = graph(hparams[0], uniforms)
             logits = network_logits(w, prep, values, pairs, backbone=backbone)
@@ -496,8 +496,8 @@ class LDS(BaseEstimator):
         inner, make_outer = lds_objectives(prep, dist, sampling=self.sampling, dropout=self.dropout,
                                            weight_decay=self.weight_decay, backbone=self.backbone_)
 
-        def batches(t: int) -> tuple[Tensor | None, tuple[Tensor, Tensor]]:
-            uniforms = dist.uniforms(gen) if self.sampling else None
+        def batches(t: int) -> tuple[EdgeUniforms | None, tuple[Tensor, Tensor]]:
+            uniforms = dist.draw(gen) if self.sampling else None
             masks = sample_dropout_masks(prep.x, (prep.num_nodes, self.hidden), self.dropout, gen,
                                          self._torch_dtype, prep.x.device)
             return uniforms, masks
@@ -508,7 +508,7 @@ class LDS(BaseEstimator):
         steps = 0
         while steps < self.max_inner_steps:
             window = min(self.hypergrad_every, self.max_inner_steps - steps)
-            outer = make_outer(dist.uniforms(gen) if self.sampling else None)
+            outer = make_outer(dist.draw(gen) if self.sampling else None)
             # The built-in GCN reaches θ through values = θ or a straight-through sample (∂values/∂θ = I):
             # its pair gradients are summed over the window and formed once (one N×N product per window).
             deferred = defer_pair_gradients(dist.pairs, prep.num_nodes) if self.backbone_ is None else nullcontext()
@@ -538,7 +538,7 @@ class LDS(BaseEstimator):
                 return torch.softmax(network_logits(params, prep, theta, dist.pairs, backbone=self.backbone_), dim=1)
             total = None
             for _ in range(self.num_samples):
-                values = dist.sample(uniforms=dist.uniforms(gen), probs=theta)
+                values = dist.sample(uniforms=dist.draw(gen), probs=theta)
                 p = torch.softmax(network_logits(params, prep, values, dist.pairs, backbone=self.backbone_), dim=1)
                 total = p if total is None else total + p
             return total / self.num_samples

@@ -57,6 +57,43 @@ def test_fixed_uniforms_fix_the_sample():
         straight_through_bernoulli(probs, uniforms=torch.zeros(3, dtype=DT))
 
 
+def test_support_sampling_matches_dense_sampling_and_keeps_all_gradients():
+    """With a support (the θ > 0 indices), the same uniforms give the same sample; θ = 0 elsewhere
+    costs no random number, and the straight-through gradient still reaches every variable."""
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(50, dtype=DT, generator=g) * (torch.rand(50, dtype=DT, generator=g) < 0.4)
+    support = torch.nonzero(probs > 0)[:, 0]
+    u_support = torch.rand(support.numel(), dtype=DT, generator=g)
+    u_dense = torch.ones(50, dtype=DT).index_put((support,), u_support)
+    theta = probs.clone().requires_grad_(True)
+    z = straight_through_bernoulli(theta, uniforms=u_support, support=support)
+    assert torch.equal(z, straight_through_bernoulli(probs, uniforms=u_dense))
+    w = torch.arange(50, dtype=DT)
+    (grad,) = torch.autograd.grad((w * z).sum(), theta)
+    assert torch.equal(grad, w)
+    # the same random stream: drawing from a generator with a support consumes support.numel() numbers
+    a = straight_through_bernoulli(probs, torch.Generator().manual_seed(9), support=support)
+    b = torch.ones(50, dtype=DT).index_put((support,), torch.rand(support.numel(), dtype=DT,
+                                                                  generator=torch.Generator().manual_seed(9)))
+    assert torch.equal(a, straight_through_bernoulli(probs, uniforms=b))
+    with pytest.raises(ValueError, match="one uniform per index of support"):
+        straight_through_bernoulli(probs, uniforms=u_dense, support=support)
+    with pytest.raises(TypeError, match="support must be a 1-D torch.long"):
+        straight_through_bernoulli(probs, uniforms=u_dense, support=support.int())
+
+
+def test_straight_through_forward_mode_is_the_identity():
+    import torch.autograd.forward_ad as fwAD
+
+    probs = torch.tensor([0.2, 0.7, 0.0], dtype=DT)
+    tangent = torch.tensor([1.0, -2.0, 3.0], dtype=DT)
+    with fwAD.dual_level():
+        z = straight_through_bernoulli(fwAD.make_dual(probs, tangent), uniforms=torch.full((3,), 0.5, dtype=DT))
+        primal, out_tangent = fwAD.unpack_dual(z)
+    assert primal.tolist() == [0.0, 1.0, 0.0]
+    assert torch.equal(out_tangent, tangent)
+
+
 def test_score_function_unbiased_on_enumerable_problem():
     """3 Bernoulli variables, 8 configurations: the exact gradient of E_z[f(z)] by enumeration."""
     theta = torch.tensor([0.3, 0.6, 0.8], dtype=DT)
