@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=list(REPORT_SEEDS), help="reporting seeds")
     p.add_argument("--selection-seeds", nargs="+", type=int, default=list(SELECTION_SEEDS))
     p.add_argument("--workers", type=int, default=1, help="fits side by side (one thread each when > 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per fit (default: all cores with one worker, 1 with several)")
     p.add_argument("--quick", action="store_true", help="tiny budget smoke test (separate records)")
     p.add_argument("--out", default="results/edge_deletion")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the summary from the records")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             if "lds" in args.methods and not args.summary_only:
                 sel = [make_task(dataset, keep, "lds", c, s, "selection", args.quick)
                        for c in LDS_GRID for s in args.selection_seeds]
-                run_all(run_one, sel, store, workers=args.workers)
+                run_all(run_one, sel, store, workers=args.workers, threads=args.threads)
             tasks = []
             for method in args.methods:
                 if method == "lds":
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = {}
                 tasks += [make_task(dataset, keep, method, cfg, s, "report", args.quick) for s in args.seeds]
             if not args.summary_only:
-                run_all(run_one, tasks, store, workers=args.workers)
+                run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
     write_summary(store, args, out)
     return 0
 
