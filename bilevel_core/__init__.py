@@ -4,6 +4,7 @@ Inner objective ``L(w, λ)``, outer objective ``E(w, λ)``, dynamics ``s_t = Φ_
 the problem ``min_λ f_T(λ) = E(w_T(λ), λ)`` (Franceschi et al., ICML 2017 and 2018).
 """
 
+from .cleaning import HyperCleaner, detection_scores
 from .dynamics import NO_BATCH, Adam, Dynamics, DynamicsState, GradientDescent, Momentum
 from .estimators import (
     Estimator,
@@ -30,12 +31,14 @@ __all__ = [
     "FunctionalModule",
     "GradientDescent",
     "GumbelSoftmax",
+    "HyperCleaner",
     "HyperOptimizer",
     "Momentum",
     "ScoreFunction",
     "StraightThrough",
     "bernoulli_log_prob",
     "bernoulli_sample",
+    "detection_scores",
     "gumbel_softmax",
     "hypergradient",
     "project_box",
