@@ -5,7 +5,7 @@ the problem ``min_λ f_T(λ) = E(w_T(λ), λ)`` (Franceschi et al., ICML 2017 an
 """
 
 from .cleaning import HyperCleaner, detection_scores
-from .dynamics import NO_BATCH, Adam, Dynamics, DynamicsState, GradientDescent, Momentum
+from .dynamics import NO_BATCH, Adam, Dynamics, DynamicsState, GradientDescent, Momentum, PerStep
 from .estimators import (
     Estimator,
     GumbelSoftmax,
@@ -34,6 +34,7 @@ __all__ = [
     "HyperCleaner",
     "HyperOptimizer",
     "Momentum",
+    "PerStep",
     "ScoreFunction",
     "StraightThrough",
     "bernoulli_log_prob",

@@ -30,7 +30,23 @@ from torch import Tensor
 
 from ._validation import Params, check_callable, check_scalar
 
-Setting = float | Tensor | Callable[[Params], Tensor]
+
+class PerStep:
+    """An optimizer setting that depends on the step: ``fn(hparams, t) -> value``, ``t = 0, 1, ...``.
+
+    E.g. a learning-rate schedule with one hyperparameter per step (LRS-OPT, thesis Sec. 8.5):
+    ``GradientDescent(inner, lr=PerStep(lambda hp, t: torch.exp(hp[0][t])))``. ``t`` is the number of
+    steps taken before this one (``state.t``), so a continued run keeps counting.
+    """
+
+    def __init__(self, fn: Callable[[Params, int], Tensor | float]) -> None:
+        self.fn = check_callable(fn, "fn")
+
+    def __call__(self, hparams: Params, t: int) -> Tensor | float:
+        return self.fn(hparams, t)
+
+
+Setting = float | Tensor | Callable[[Params], Tensor] | PerStep
 """An optimizer setting: a number, a tensor, or a function of the hyperparameters."""
 
 
@@ -87,10 +103,10 @@ class DynamicsState:
         return self.with_tensors(tuple(t.detach() for t in self.tensors()))
 
 
-def resolve_setting(setting: Setting, hparams: Params, name: str) -> Tensor | float:
-    """Evaluate an optimizer setting: call it on ``hparams`` if it is a function."""
+def resolve_setting(setting: Setting, hparams: Params, name: str, t: int = 0) -> Tensor | float:
+    """Evaluate an optimizer setting: call it on ``hparams`` (and the step ``t`` for :class:`PerStep`)."""
     if callable(setting):
-        value = setting(hparams)
+        value = setting(hparams, t) if isinstance(setting, PerStep) else setting(hparams)
         if not isinstance(value, (Tensor, float, int)):
             raise TypeError(f"{name}(hparams) must return a tensor or a number, got {type(value).__name__}.")
         return value
@@ -171,8 +187,8 @@ class Dynamics:
             aux = tuple(tuple(a.detach() for a in slot) for slot in aux)
         return DynamicsState(params=params, aux=aux, t=state.t + 1, loss=loss)
 
-    def _setting(self, setting: Setting, hparams: Params, name: str, params: Params) -> Tensor | float:
-        value = resolve_setting(setting, hparams, name)
+    def _setting(self, setting: Setting, hparams: Params, name: str, params: Params, t: int = 0) -> Tensor | float:
+        value = resolve_setting(setting, hparams, name, t)
         for i, p in enumerate(params):
             _check_broadcast(value, p.shape, name, i)
         return value
@@ -191,7 +207,7 @@ class GradientDescent(Dynamics):
         self.lr = lr
 
     def update(self, state, grads, hparams):
-        lr = self._setting(self.lr, hparams, "lr", state.params)
+        lr = self._setting(self.lr, hparams, "lr", state.params, state.t)
         return tuple(p - lr * g for p, g in zip(state.params, grads)), ()
 
 
@@ -212,8 +228,8 @@ class Momentum(Dynamics):
         self.momentum = momentum
 
     def update(self, state, grads, hparams):
-        lr = self._setting(self.lr, hparams, "lr", state.params)
-        mu = self._setting(self.momentum, hparams, "momentum", state.params)
+        lr = self._setting(self.lr, hparams, "lr", state.params, state.t)
+        mu = self._setting(self.momentum, hparams, "momentum", state.params, state.t)
         velocity = tuple(mu * v + g for v, g in zip(state.aux[0], grads))
         params = tuple(p - lr * v for p, v in zip(state.params, velocity))
         return params, (velocity,)
@@ -254,9 +270,9 @@ class Adam(Dynamics):
         self.eps = float(eps)
 
     def update(self, state, grads, hparams):
-        lr = self._setting(self.lr, hparams, "lr", state.params)
-        beta1 = self._setting(self.betas[0], hparams, "betas[0]", state.params)
-        beta2 = self._setting(self.betas[1], hparams, "betas[1]", state.params)
+        lr = self._setting(self.lr, hparams, "lr", state.params, state.t)
+        beta1 = self._setting(self.betas[0], hparams, "betas[0]", state.params, state.t)
+        beta2 = self._setting(self.betas[1], hparams, "betas[1]", state.params, state.t)
         t = state.t + 1
         m = tuple(beta1 * m_ + (1 - beta1) * g for m_, g in zip(state.aux[0], grads))
         v = tuple(beta2 * v_ + (1 - beta2) * g * g for v_, g in zip(state.aux[1], grads))

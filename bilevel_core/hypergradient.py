@@ -117,7 +117,8 @@ def _initial_state(
 
 
 def _grads_or_zeros(outputs: Tensor, inputs: Params, **kwargs: Any) -> Params:
-    if isinstance(outputs, Tensor) and not outputs.requires_grad:  # e.g. truncate=0 with an outer objective that does not read λ
+    # e.g. truncate=0 with an outer objective that does not read λ: no graph, the gradient is zero
+    if isinstance(outputs, Tensor) and not outputs.requires_grad:
         return tuple(torch.zeros_like(x) for x in inputs)
     grads = torch.autograd.grad(outputs, inputs, allow_unused=True, **kwargs)
     return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads))

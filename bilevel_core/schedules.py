@@ -43,6 +43,7 @@ def marthe(
     batches: Batches = None,
     outer_batches: Batches = None,
     callback: Callable[[int, DynamicsState | None, float], Any] | None = None,
+    stop: Callable[[DynamicsState, int], bool] | None = None,
 ) -> tuple[DynamicsState, list[float]]:
     """Run T steps with the MARTHE schedule (thesis Algorithm 6); returns the final state and ``η_0..η_T``.
 
@@ -57,6 +58,8 @@ def marthe(
         mu: discount μ in [0, 1] (0: HD, 1: RTHO).
         batches, outer_batches: per-step data for the inner and outer objectives.
         callback: called as ``callback(t, None, η_t)`` after each update (e.g. for logging).
+        stop: ``stop(state, t) -> bool`` after every inner step, with the current state (e.g. to
+            evaluate and early-stop); the run ends when it returns True.
     """
     if not isinstance(lr, Tensor) or lr.numel() != 1:
         raise TypeError("lr must be a 1-element tensor holding the initial learning rate (updated in place).")
@@ -66,7 +69,7 @@ def marthe(
         raise ValueError(f"mu must be in [0, 1], got {mu}.")
     history = [float(lr)]
     gen = real_time_hypergradients(params0, (lr,), dynamics, outer, T, every=1, batches=batches,
-                                   outer_batches=outer_batches, discount=mu)
+                                   outer_batches=outer_batches, discount=mu, stop=stop)
     state: DynamicsState | None = None
     while True:
         try:
