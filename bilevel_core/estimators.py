@@ -30,6 +30,11 @@ from torch import Tensor
 _EPS = 1e-12
 
 
+def _eps(x: Tensor) -> float:
+    """A clamp margin that is representable next to 1 in ``x``'s dtype (1 - 1e-12 rounds to 1 in float32)."""
+    return max(_EPS, float(torch.finfo(x.dtype).eps))
+
+
 def _check_probs(probs: Tensor, name: str = "probs") -> None:
     if not isinstance(probs, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(probs).__name__}.")
@@ -137,7 +142,8 @@ def straight_through_bernoulli(
 
 def bernoulli_log_prob(probs: Tensor, sample: Tensor) -> Tensor:
     """``log p(z; θ) = Σ z log θ + (1 - z) log(1 - θ)`` (summed over all variables)."""
-    p = probs.clamp(_EPS, 1 - _EPS)
+    e = _eps(probs)
+    p = probs.clamp(e, 1 - e)
     return (sample * torch.log(p) + (1 - sample) * torch.log1p(-p)).sum()
 
 
@@ -157,8 +163,9 @@ def relaxed_bernoulli(
     _check_probs(probs)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
-    u = _uniforms(probs, generator, uniforms).clamp(_EPS, 1 - _EPS)
-    p = probs.clamp(_EPS, 1 - _EPS)
+    e = _eps(probs)
+    u = _uniforms(probs, generator, uniforms).clamp(e, 1 - e)
+    p = probs.clamp(e, 1 - e)
     logits = torch.log(p) - torch.log1p(-p)
     noise = torch.log(u) - torch.log1p(-u)
     y = torch.sigmoid((logits + noise) / temperature)
@@ -180,7 +187,8 @@ def gumbel_softmax(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
-    g = -torch.log(-torch.log(u.clamp(_EPS, 1 - _EPS)))
+    e = _eps(u)
+    g = -torch.log(-torch.log(u.clamp(e, 1 - e)))
     y = torch.softmax((logits + g) / temperature, dim=dim)
     if hard:
         index = y.argmax(dim=dim, keepdim=True)

@@ -155,3 +155,14 @@ def test_categorical_gumbel_softmax():
     y = gumbel_softmax(logits, 1.0, torch.Generator().manual_seed(0), hard=True)
     assert torch.allclose(y.sum(-1), torch.ones(5, dtype=DT))
     assert set(y.detach().unique().tolist()) <= {0.0, 1.0}
+
+
+def test_relaxations_stay_finite_at_the_bounds_in_float32():
+    """1 − 1e-12 rounds to 1 in float32: the clamp margin follows the dtype, so θ ∈ {0, 1} gives no NaN."""
+    from bilevel_core import relaxed_bernoulli
+
+    for hard in (False, True):
+        theta = torch.tensor([0.0, 1.0, 0.5], requires_grad=True)
+        y = relaxed_bernoulli(theta, 0.5, torch.Generator().manual_seed(0), hard=hard)
+        (g,) = torch.autograd.grad(y.sum(), theta)
+        assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(g).all())
