@@ -15,15 +15,20 @@ by one download through PyG / scikit-learn. A data directory is only read, never
 
 from ._paths import ENV_VAR, cache_root, data_root
 from .graphs import delete_edges, knn_graph
+from .omniglot import EpisodeSampler, OmniglotCharacters, load_omniglot, load_omniglot_runs
 from .planetoid import load_planetoid, random_split
 from .uci import load_uci, stratified_split
 
 __all__ = [
     "ENV_VAR",
+    "EpisodeSampler",
+    "OmniglotCharacters",
     "cache_root",
     "data_root",
     "delete_edges",
     "knn_graph",
+    "load_omniglot",
+    "load_omniglot_runs",
     "load_planetoid",
     "load_uci",
     "random_split",
