@@ -1,0 +1,217 @@
+"""LDS paper, Table 9.2: semi-supervised classification with no input graph.
+
+kNN-LDS and kNN-LDS (dense) against kNN-GCN, Sparse-GCN (Erdős–Rényi), Dense-GCN, RBF-GCN, scikit-learn
+baselines (logistic regression, linear and RBF SVM, random forest, label propagation) and a feed-forward
+net, on Wine, Cancer, Digits (issue 11 step 4), Citeseer and Cora without their graph (step 5) and 20news
+(step 6, on a sparse kNN candidate set: all pairs would be 46 M).
+
+Protocol (no test-set peeking):
+- kNN-LDS grid (the paper code's): τ ∈ {5, 16} × outer lr ∈ {1.0, 0.1} × k ∈ {10, 20} × metric ∈ {cosine,
+  euclidean}; kNN-LDS (dense): the same grid with ``sampling=False``;
+- kNN-GCN: k ∈ {2, …, 20} × metric; RBF-GCN: γ ∈ {0.25, 1, 4} / median squared distance; Sparse-GCN: edge
+  probability ∈ {k/N : k = 5, 10, 20}; Dense-GCN: no setting;
+- scikit-learn and the feed-forward net: small grids (see ``SK_GRIDS``);
+- every configuration is scored on the early-stopping validation half (the one LDS early-stops on) of
+  selection seed 100 only; the chosen one runs on the 5 reporting seeds 0–4 (a seed sets the data split
+  and the model; Citeseer and Cora keep their public split). LDS also uses the other validation half's
+  labels for the graph, as the paper does; the baselines are trained on the training nodes only.
+
+    python examples/no_graph.py --datasets wine cancer digits
+    python examples/no_graph.py --datasets citeseer cora
+    python examples/no_graph.py --datasets 20news
+    python examples/no_graph.py --summary-only
+
+Resumable: every finished run (config, seed) is appended to ``results/no_graph/runs.jsonl`` and skipped
+when started again. ``--quick`` runs a tiny budget into ``results/no_graph_quick/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runner import REPORT_SEEDS, Store, mean_std, run_all, select_config  # noqa: E402
+
+SELECTION_SEED = 100
+PAPER_KNN_LDS = {"wine": 97.3, "cancer": 94.4, "digits": 92.5, "citeseer": 71.5, "cora": 71.5, "20news": 46.4}
+LDS_GRID = [{"hypergrad_every": tau, "outer_lr": lr, "k": k, "metric": m}
+            for tau, lr, k, m in itertools.product((5, 16), (1.0, 0.1), (10, 20), ("cosine", "euclidean"))]
+GCN_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "knn_gcn": [{"graph": "knn", "k": k, "metric": m} for k in range(2, 21) for m in ("cosine", "euclidean")],
+    "sparse_gcn": [{"graph": "erdos_renyi", "er_k": k} for k in (5, 10, 20)],
+    "dense_gcn": [{"graph": "dense"}],
+    "rbf_gcn": [{"graph": "rbf", "gamma_scale": s} for s in (0.25, 1.0, 4.0)],
+}
+SK_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "logreg": [{"C": c} for c in (0.01, 0.1, 1.0, 10.0, 100.0)],
+    "linear_svm": [{"C": c} for c in (0.01, 0.1, 1.0, 10.0, 100.0)],
+    "rbf_svm": [{"C": c, "gamma": g} for c in (0.1, 1.0, 10.0, 100.0) for g in ("scale", 0.1, 1.0)],
+    "random_forest": [{"n_estimators": n, "max_depth": d} for n in (100, 300) for d in (None, 10)],
+    "label_propagation": [{"n_neighbors": k} for k in (5, 10, 20)],
+    "mlp": [{"hidden": h, "alpha": a} for h in (16, 64) for a in (1e-4, 1e-2)],
+}
+METHODS = ("knn_lds", "knn_lds_dense", *GCN_GRIDS, *SK_GRIDS)
+DATASETS = ("wine", "cancer", "digits", "citeseer", "cora", "20news")
+
+
+def grid(method: str) -> list[dict[str, Any]]:
+    if method in ("knn_lds", "knn_lds_dense"):
+        return LDS_GRID
+    return GCN_GRIDS.get(method) or SK_GRIDS[method]
+
+
+def load(dataset: str, seed: int):
+    from lds.datasets import load_planetoid, load_uci
+
+    if dataset in ("citeseer", "cora"):  # the public split for every seed (the seed sets the model only)
+        return load_planetoid(dataset, graph=False)
+    return load_uci(dataset, seed=seed)
+
+
+def make_task(dataset: str, method: str, config: dict[str, Any], seed: int, role: str, quick: bool) -> dict[str, Any]:
+    return {"exp": "no_graph", "dataset": dataset, "method": method, "config": config, "seed": seed, "role": role,
+            "quick": quick}
+
+
+def _val_stop_idx(data, seed: int):
+    from lds.model import split_validation
+
+    return split_validation(data.val_mask, seed)[1]
+
+
+def run_one(task: dict[str, Any]) -> dict[str, Any]:
+    """Fit one method/config on one seed; validation accuracy on the early-stopping half, and test accuracy."""
+    import numpy as np
+    import torch
+
+    from lds import LDS, GCNBaseline
+
+    data = load(task["dataset"], task["seed"])
+    method, cfg, seed, quick = task["method"], dict(task["config"]), task["seed"], task["quick"]
+    if method in ("knn_lds", "knn_lds_dense"):
+        candidates = "sparse" if task["dataset"] == "20news" else "auto"
+        extra = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2} if quick else {}
+        model = LDS(seed=seed, verbose=False, sampling=method == "knn_lds", candidates=candidates, **cfg,
+                    **extra).fit(data)
+        return {"val_acc": model.best_val_acc_, "test_acc": model.score(data, data.test_mask),
+                "expected_edges": model.distribution_.expected_num_edges(), "initial_edges": model.initial_num_edges_,
+                "outer_iters": len(model.history_), "fit_s": model.fit_time_}
+    if method in GCN_GRIDS:
+        n = data.num_nodes
+        kw: dict[str, Any] = {"graph": cfg["graph"]}
+        if cfg["graph"] == "knn":
+            kw.update(k=cfg["k"], metric=cfg["metric"])
+        elif cfg["graph"] == "erdos_renyi":
+            kw.update(er_prob=min(1.0, cfg["er_k"] / n))
+        elif cfg["graph"] == "rbf":
+            x = data.x.double()
+            d2 = torch.cdist(x, x).pow(2)
+            kw.update(rbf_gamma=cfg["gamma_scale"] / float(d2[d2 > 0].median()))
+        model = GCNBaseline(seed=seed, **kw, **({"max_steps": 20} if quick else {})).fit(data)
+        return {"val_acc": model.best_val_acc_, "test_acc": model.score(data, data.test_mask)}
+    # scikit-learn baselines: trained on the training nodes, scored on the early-stopping half
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.semi_supervised import LabelPropagation
+    from sklearn.svm import SVC, LinearSVC
+
+    X = data.x.double().numpy()
+    y = data.y.numpy()
+    tr = data.train_mask.numpy()
+    val = _val_stop_idx(data, seed).numpy()
+    te = data.test_mask.numpy()
+    X = StandardScaler().fit(X[tr]).transform(X)
+    if method == "logreg":
+        clf = LogisticRegression(C=cfg["C"], max_iter=5000)
+    elif method == "linear_svm":
+        clf = LinearSVC(C=cfg["C"], max_iter=20000)
+    elif method == "rbf_svm":
+        clf = SVC(C=cfg["C"], gamma=cfg["gamma"])
+    elif method == "random_forest":
+        clf = RandomForestClassifier(n_estimators=cfg["n_estimators"], max_depth=cfg["max_depth"], random_state=seed)
+    elif method == "mlp":
+        clf = MLPClassifier(hidden_layer_sizes=(cfg["hidden"],), alpha=cfg["alpha"], max_iter=2000, random_state=seed)
+    else:  # label propagation: transductive, sees every node's features, labels of the training nodes only
+        labels = np.full_like(y, -1)
+        labels[tr] = y[tr]
+        clf = LabelPropagation(kernel="knn", n_neighbors=cfg["n_neighbors"], max_iter=2000).fit(X, labels)
+        pred = clf.transduction_
+        return {"val_acc": float((pred[val] == y[val]).mean()), "test_acc": float((pred[te] == y[te]).mean())}
+    clf.fit(X[tr], y[tr])
+    return {"val_acc": float(clf.score(X[val], y[val])), "test_acc": float(clf.score(X[te], y[te]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["wine", "cancer", "digits"], choices=DATASETS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=list(REPORT_SEEDS), help="reporting seeds")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="tiny budget smoke test (separate records)")
+    p.add_argument("--out", default="results/no_graph")
+    p.add_argument("--summary-only", action="store_true")
+    args = p.parse_args(argv)
+    if SELECTION_SEED in args.seeds:
+        p.error("reporting seeds must be distinct from the selection seed")
+    if args.quick:
+        args.seeds = args.seeds[:1]
+    out = args.out + ("_quick" if args.quick else "")
+    store = Store(os.path.join(out, "runs.jsonl"))
+    for dataset in args.datasets:
+        for method in args.methods:
+            configs = grid(method)[:2] if args.quick else grid(method)
+            if not args.summary_only:
+                sel = [make_task(dataset, method, c, SELECTION_SEED, "selection", args.quick) for c in configs]
+                run_all(run_one, sel, store, workers=args.workers, threads=args.threads)
+            cfg, _ = select_config(store, lambda c, s, d=dataset, m=method: make_task(
+                d, m, c, s, "selection", args.quick), configs, [SELECTION_SEED])
+            if cfg is None or args.summary_only:
+                continue
+            tasks = [make_task(dataset, method, cfg, s, "report", args.quick) for s in args.seeds]
+            run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
+    write_summary(store, args, out)
+    return 0
+
+
+def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
+    rows = ["| dataset | method | chosen config | configs tried | runs | val acc (%) | test acc (%) | paper kNN-LDS |",
+            "|---|---|---|---|---|---|---|---|"]
+    held = []
+    for dataset in DATASETS:
+        for method in METHODS:
+            recs = [r for r in store.records.values() if r["task"]["dataset"] == dataset
+                    and r["task"]["method"] == method and r["task"]["role"] == "report"
+                    and r["task"]["quick"] == args.quick and r.get("status") == "ok"]
+            if not recs:
+                continue
+            n_cfg = sum(1 for r in store.records.values() if r["task"]["dataset"] == dataset
+                        and r["task"]["method"] == method and r["task"]["role"] == "selection"
+                        and r["task"]["quick"] == args.quick)
+            paper = PAPER_KNN_LDS[dataset] if method == "knn_lds" else ""
+            rows.append(f"| {dataset} | {method} | {recs[0]['task']['config']} | {n_cfg} | {len(recs)} | "
+                        f"{mean_std([r['val_acc'] for r in recs])} | {mean_std([r['test_acc'] for r in recs])} | "
+                        f"{paper} |")
+            held.append(f"{dataset}/{method}: seeds {sorted(r['task']['seed'] for r in recs)}")
+    lds_time = [r["fit_s"] for r in store.records.values() if "fit_s" in r and r["task"]["quick"] == args.quick]
+    text = ["# No input graph (LDS paper Table 9.2)", "",
+            "Selection on the early-stopping validation half of seed 100 only; 5 reporting seeds (0–4) give "
+            "mean ± std of test accuracy. LDS also uses the other validation half for the graph, as the paper "
+            "does.", "", *rows, "",
+            f"LDS fits recorded: {len(lds_time)}, {statistics.fmean(lds_time) if lds_time else 0:.0f} s each on "
+            "average (one thread, machine shared with other jobs).", "", "Runs held:", *[f"- {h}" for h in held]]
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(text) + "\n")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
