@@ -409,7 +409,8 @@ class LDS(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Any, *, checkpoint: str | os.PathLike | None = None,
-            resume: str | os.PathLike | None = None) -> LDS:
+            resume: str | os.PathLike | None = None,
+            callback: Callable[[int, dict[str, float], EdgeDistribution], Any] | None = None) -> LDS:
         """Algorithm 7 (thesis Sec. 9.3) on ``data``; keeps the best θ and GCN weights by early stopping.
 
         Args:
@@ -417,8 +418,13 @@ class LDS(BaseEstimator):
             checkpoint: path of a resumable checkpoint, written atomically every ``checkpoint_every``
                 outer iterations.
             resume: path of a checkpoint to continue from (same data and settings).
+            callback: ``callback(iteration, record, distribution)`` after every outer iteration, with the
+                history record and the current (live, do not modify) edge distribution, e.g. to follow θ.
         """
         from tqdm.auto import tqdm
+
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}.")
 
         self._check_settings()
         prep = self._prepare(data)
@@ -456,6 +462,8 @@ class LDS(BaseEstimator):
                           "expected_edges": dist.expected_num_edges(), "inner_lr": float(self._inner_lr(
                               (dist.probs, lr_logit))), "time": time.perf_counter() - t0}
                 history.append(record)
+                if callback is not None:
+                    callback(it, record, dist)
                 if best is None or (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
                     best = {"val_acc": val_acc, "val_loss": val_loss, "iteration": it,
                             "probs": dist.probs.detach().clone(), "params": tuple(p.detach().clone() for p in params),
