@@ -261,3 +261,14 @@ def test_all_pairs_fit_with_deferred_pair_gradients_equals_the_direct_one(monkey
     direct = LDS(**settings).fit(data)
     torch.testing.assert_close(deferred.distribution_.probs, direct.distribution_.probs, rtol=0, atol=1e-10)
     assert bool((deferred.distribution_.probs != 0).any())
+
+
+def test_fit_callback_sees_every_outer_iteration():
+    data = planted_partition(per_class=6, seed=7)
+    seen = []
+    model = LDS(max_outer_iters=3, max_inner_steps=10, num_samples=2, verbose=False, patience=5).fit(
+        data, callback=lambda it, record, dist: seen.append((it, record["val_acc"], float(dist.probs.sum()))))
+    assert [s[0] for s in seen] == list(range(len(model.history_)))
+    assert [s[1] for s in seen] == [h["val_acc"] for h in model.history_]
+    with pytest.raises(TypeError, match="callback must be callable"):
+        LDS(max_outer_iters=1, verbose=False).fit(data, callback=3)
