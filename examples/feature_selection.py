@@ -342,7 +342,7 @@ def _plot(done, out: str) -> None:
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if method != "l1" else "k--s",
                         label="L1 logistic regression" if method == "l1" else method, ms=4)
-        ax.set(xlabel="features kept", ylabel="test accuracy (%), logistic regression on the kept features", title=ds)
+        ax.set(xlabel="features kept", ylabel="test accuracy (%), refit on kept features", title=ds)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "accuracy_vs_features.png"), dpi=120)
