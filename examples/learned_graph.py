@@ -7,8 +7,9 @@ over groups of candidate pairs:
 - over the whole graph: the *held-out* true edges (deleted before the fit), the *kept* edges, and the
   other pairs between nodes of the same class and of different classes;
 - for three example nodes (one train, one validation, one test node, seeded): their pairs to the
-  held-out true neighbours, to same-class and different-class nodes whose label is known to LDS (train
-  and validation nodes), and to nodes whose label is unknown (the rest).
+  held-out true neighbours, and their other non-edges of the input graph to same-class and
+  different-class nodes whose label is known to LDS (train and validation nodes), and to nodes whose
+  label is unknown (the rest).
 
 Labels of test nodes are used only for this analysis, never by the fit. At the end: histograms of the
 learned θ of same-class against different-class pairs, and the fraction of probability mass on
@@ -89,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in examples.items():
             touches = (pairs[0] == v) | (pairs[1] == v)
             other = torch.where(pairs[0] == v, pairs[1], pairs[0])
+            free = touches & ~is_held & ~is_kept  # pairs that were not edges of the input graph
             groups[name] = {"held-out edges": touches & is_held,
-                            "same class (known)": touches & ~is_held & known[other] & (y[other] == y[v]),
-                            "different class (known)": touches & ~is_held & known[other] & (y[other] != y[v]),
-                            "unknown": touches & ~is_held & ~known[other]}
+                            "same class (known)": free & known[other] & (y[other] == y[v]),
+                            "different class (known)": free & known[other] & (y[other] != y[v]),
+                            "unknown": free & ~known[other]}
 
     trace: list[dict[str, Any]] = []
 
