@@ -7,11 +7,15 @@ reported as mean ± std beside validation.
 
 Every finished run is appended as one JSON line (config, seed, role, metrics) as soon as it ends,
 so a benchmark can be stopped and started again across sessions: runs already recorded are skipped,
-and the summary says which runs it holds. ``--workers 2`` runs two single-thread fits side by side.
+and the summary says which runs it holds. ``--workers 2`` runs two single-thread fits side by side;
+two runners started separately on the same store also split the work: each re-reads the records
+before a run and claims it with a lock file (``runs.jsonl.claims/``; a lock left by a dead process is
+taken over).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -51,6 +55,52 @@ class Store:
                     except json.JSONDecodeError:  # a torn last line from a killed run: ignore it
                         continue
                     self.records[rec["key"]] = rec
+
+    def refresh(self) -> None:
+        """Re-read the file: pick up runs recorded by other processes working on the same store."""
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    self.records.setdefault(rec["key"], rec)
+
+    def claim(self, task: dict[str, Any]) -> bool:
+        """Take the run for this process (a lock file next to the store; one left by a dead process is taken
+        over). False when another live process is running it, so that side-by-side runners split the work."""
+        folder = self.path + ".claims"
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, hashlib.sha1(run_key(task).encode()).hexdigest() + ".lock")
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        pid = int(fh.read().strip() or 0)
+                    os.kill(pid, 0)  # alive: someone else runs it
+                    return pid == os.getpid()
+                except (ValueError, ProcessLookupError, FileNotFoundError):
+                    try:
+                        os.remove(path)  # stale: its process is gone
+                    except FileNotFoundError:
+                        pass
+                    continue
+                except PermissionError:
+                    return False
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return True
+        return False
+
+    def release(self, task: dict[str, Any]) -> None:
+        path = os.path.join(self.path + ".claims", hashlib.sha1(run_key(task).encode()).hexdigest() + ".lock")
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
 
     def has(self, task: dict[str, Any]) -> bool:
         return run_key(task) in self.records
@@ -98,8 +148,14 @@ def run_all(
     log(f"{len(todo)} runs to do ({workers} worker(s), {threads} thread(s) each)")
     if workers <= 1:
         for t in todo:
-            res = _worker(fn, t, threads)
-            store.add(t, res)
+            store.refresh()  # another runner on the same store may have finished it meanwhile
+            if store.has(t) or not store.claim(t):
+                continue
+            try:
+                res = _worker(fn, t, threads)
+                store.add(t, res)
+            finally:
+                store.release(t)
             log(f"done {describe(t)}: {summarize(res)}")
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
