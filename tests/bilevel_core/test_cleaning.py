@@ -60,3 +60,14 @@ def test_bad_input_is_a_clear_error():
         HyperCleaner(T=2, outer_iters=1).fit(X, y, Xv[:, :2], yv)
     with pytest.raises(RuntimeError, match="not fitted"):
         HyperCleaner().predict(X)
+
+
+def test_mlp_head_and_momentum_also_clean():
+    """The one-hidden-layer variant (tanh MLP) and heavy-ball momentum inner dynamics."""
+    X, y, corrupted, Xv, yv = _noisy_blobs(seed=2)
+    hc = HyperCleaner(hidden=8, momentum=0.5, T=40, inner_lr=0.2, outer_iters=60, dtype=torch.float64,
+                      verbose=False).fit(X, y, Xv, yv)
+    assert len(hc.params_) == 4
+    scores = hc.detection(corrupted)
+    assert scores["recall"] >= 0.7 and scores["precision"] >= 0.7, scores
+    assert hc.predict(Xv).shape == yv.shape
