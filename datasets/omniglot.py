@@ -28,7 +28,6 @@ and on any process. The 90° rotations may be added as extra classes (``rotation
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 import zipfile
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import ENV_VAR, PathArg, data_root
+from ._paths import ENV_VAR, PathArg, data_root, sha256
 
 __all__ = ["Episode", "EpisodeSampler", "OmniglotCharacters", "OneShotRun", "load_omniglot", "load_omniglot_runs"]
 
@@ -82,12 +81,9 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise FileNotFoundError(f"missing Omniglot file {path.name}: expected at {path}. {_HOW}")
     expected = _sums_file(path.parent).get(path.name) or KNOWN_SHA256.get(path.name)
     if expected is not None:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != expected:
-            raise ValueError(f"Omniglot file {path.name} at {path} is corrupt: SHA-256 {h.hexdigest()}, expected "
+        got = sha256(path)
+        if got != expected:
+            raise ValueError(f"Omniglot file {path.name} at {path} is corrupt: SHA-256 {got}, expected "
                              f"{expected}. Replace it with a fresh copy. {_HOW}")
     try:
         zf = zipfile.ZipFile(path)

@@ -24,7 +24,6 @@ Resumable: one JSON line per (split, method) in ``results/hyper_cleaning/runs.js
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, run_all  # noqa: E402
+from runner import Store, run_all, t_interval  # noqa: E402
 
 LR_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
 METHODS = ("noisy", "oracle", "hc_reverse", "hc_truncated")
@@ -104,18 +103,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
             "weights": [round(float(v), 4) for v in w]}
 
 
-def ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % Student-t interval."""
-    from scipy import stats
-
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, float("nan")
-    return m, float(stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)))
-
-
 def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    m, h = ci95(values)
+    m, h = t_interval(values)
     return f"{scale * m:.{digits}f} ± {scale * h:.{digits}f}"
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, run_all  # noqa: E402
+from runner import Store, run_all, t_interval  # noqa: E402
 
 T_DEFAULT = 300
 BATCH = 50
@@ -283,13 +283,8 @@ def lrs_opt(prob: Problem, hyper_iters: int) -> dict[str, Any]:
 
 
 def ci95(values: list[float]) -> str:
-    from scipy import stats
-
-    m = 100 * statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:.1f}"
-    h = 100 * stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{m:.1f} ± {h:.1f}"
+    m, h = t_interval(values)
+    return f"{100 * m:.1f}" if len(values) < 2 else f"{100 * m:.1f} ± {100 * h:.1f}"
 
 
 def summarize(store: Store, tasks: list[dict[str, Any]], out: str, args: argparse.Namespace) -> str:

@@ -44,28 +44,29 @@ class Store:
 
     def __post_init__(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:  # a torn last line from a killed run: ignore it
-                        continue
+        self._read(overwrite=True)
+
+    def _read(self, overwrite: bool) -> None:
+        """Load the records of the file (a torn last line from a killed run is ignored)."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if overwrite:
                     self.records[rec["key"]] = rec
+                else:
+                    self.records.setdefault(rec["key"], rec)
 
     def refresh(self) -> None:
         """Re-read the file: pick up runs recorded by other processes working on the same store."""
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    self.records.setdefault(rec["key"], rec)
+        self._read(overwrite=False)
 
     def claim(self, task: dict[str, Any]) -> bool:
         """Take the run for this process (a lock file next to the store; one left by a dead process is taken
@@ -198,6 +199,16 @@ def select_config(store: Store, make_task: Callable[[dict[str, Any], int], dict[
             if score > best_score:
                 best, best_score = cfg, score
     return (best if not missing else None), missing
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95 % Student-t interval (NaN half-width for fewer than 2 values)."""
+    from scipy import stats
+
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, float("nan")
+    return m, float(stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5)
 
 
 def mean_std(values: list[float]) -> str:
