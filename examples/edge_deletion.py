@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import REPORT_SEEDS, SELECTION_SEEDS, Store, mean_std, run_all, select_config  # noqa: E402
+from runner import CHECKPOINT_ENV, REPORT_SEEDS, SELECTION_SEEDS, Store, fit_resumable, mean_std, run_all, select_config  # noqa: E402
 
 LDS_GRID = [{"hypergrad_every": tau, "outer_lr": lr} for tau in (5, 20) for lr in (1.0, 0.1)]
 PAPER_LDS = {("cora", 1.0): 84.1, ("citeseer", 1.0): 75.0}
@@ -115,8 +115,9 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     quick = task["quick"]
     if task["method"] == "lds":
         extra = {"max_outer_iters": 3, "max_inner_steps": 30, "num_samples": 4} if quick else {}
-        model = LDS(seed=task["seed"], verbose=False, **cfg, **extra).fit(data)
-        return {"val_acc": model.best_val_acc_, "test_acc": model.score(data, data.test_mask),
+        model = fit_resumable(LDS(seed=task["seed"], verbose=False, **cfg, **extra), data, task)
+        return {"val_acc": model.best_val_acc_, "resumed": model.resumed_,
+                "test_acc": model.score(data, data.test_mask),
                 "expected_edges": model.distribution_.expected_num_edges(), "initial_edges": model.initial_num_edges_,
                 "outer_iters": len(model.history_), "best_iteration": model.best_iteration_,
                 "inner_lr": model.inner_lr_, "fit_s": model.fit_time_,
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("reporting seeds must be distinct from selection seeds")
     out = args.out + ("_quick" if args.quick else "")
     store = Store(os.path.join(out, "runs.jsonl"))
+    os.environ.setdefault(CHECKPOINT_ENV, os.path.join(out, "ckpt"))
 
     for dataset in ([] if args.only_extras else args.datasets):
         for keep in args.keep:

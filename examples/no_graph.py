@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import REPORT_SEEDS, Store, mean_std, run_all, select_config  # noqa: E402
+from runner import CHECKPOINT_ENV, REPORT_SEEDS, Store, fit_resumable, mean_std, run_all, select_config  # noqa: E402
 
 SELECTION_SEED = 100
 PAPER_KNN_LDS = {"wine": 97.3, "cancer": 94.4, "digits": 92.5, "citeseer": 71.5, "cora": 71.5, "20news": 46.4}
@@ -97,9 +97,10 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     if method in ("knn_lds", "knn_lds_dense"):
         candidates = "sparse" if task["dataset"] == "20news" else "auto"
         extra = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2} if quick else {}
-        model = LDS(seed=seed, verbose=False, sampling=method == "knn_lds", candidates=candidates, **cfg,
-                    **extra).fit(data)
-        return {"val_acc": model.best_val_acc_, "test_acc": model.score(data, data.test_mask),
+        model = fit_resumable(LDS(seed=seed, verbose=False, sampling=method == "knn_lds", candidates=candidates,
+                                  **cfg, **extra), data, task)
+        return {"val_acc": model.best_val_acc_, "resumed": model.resumed_,
+                "test_acc": model.score(data, data.test_mask),
                 "expected_edges": model.distribution_.expected_num_edges(), "initial_edges": model.initial_num_edges_,
                 "outer_iters": len(model.history_), "fit_s": model.fit_time_}
     if method in GCN_GRIDS:
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = args.seeds[:1]
     out = args.out + ("_quick" if args.quick else "")
     store = Store(os.path.join(out, "runs.jsonl"))
+    os.environ.setdefault(CHECKPOINT_ENV, os.path.join(out, "ckpt"))
     for dataset in args.datasets:
         for method in args.methods:
             configs = grid(method)[:2] if args.quick else grid(method)

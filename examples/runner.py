@@ -10,7 +10,8 @@ so a benchmark can be stopped and started again across sessions: runs already re
 and the summary says which runs it holds. ``--workers 2`` runs two single-thread fits side by side;
 two runners started separately on the same store also split the work: each re-reads the records
 before a run and claims it with a lock file (``runs.jsonl.claims/``; a lock left by a dead process is
-taken over).
+taken over). A fit in progress is checkpointed after every outer iteration (``fit_resumable``), so a
+run cut off by the end of a session continues from its last outer iteration when started again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SELECTION_SEEDS = (100, 101)
+CHECKPOINT_ENV = "LDS_BENCH_CHECKPOINTS"  # folder of per-run fit checkpoints (set by the scripts' main)
 REPORT_SEEDS = (0, 1, 2, 3, 4)
 
 
@@ -44,10 +46,11 @@ class Store:
 
     def __post_init__(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._read(overwrite=True)
+        self._read()
 
-    def _read(self, overwrite: bool) -> None:
-        """Load the records of the file (a torn last line from a killed run is ignored)."""
+    def _read(self) -> None:
+        """Load the records of the file (a torn last line from a killed run is ignored). Per run, the first
+        successful record wins; a failed run's record stays only until a later attempt succeeds."""
         if not os.path.exists(self.path):
             return
         with open(self.path, encoding="utf-8") as fh:
@@ -59,14 +62,13 @@ class Store:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if overwrite:
+                old = self.records.get(rec["key"])
+                if old is None or (old.get("status") == "error" and rec.get("status") != "error"):
                     self.records[rec["key"]] = rec
-                else:
-                    self.records.setdefault(rec["key"], rec)
 
     def refresh(self) -> None:
         """Re-read the file: pick up runs recorded by other processes working on the same store."""
-        self._read(overwrite=False)
+        self._read()
 
     def claim(self, task: dict[str, Any]) -> bool:
         """Take the run for this process (a lock file next to the store; one left by a dead process is taken
@@ -104,7 +106,9 @@ class Store:
             pass
 
     def has(self, task: dict[str, Any]) -> bool:
-        return run_key(task) in self.records
+        """True once the run finished without error (failed runs are tried again on the next start)."""
+        rec = self.records.get(run_key(task))
+        return rec is not None and rec.get("status") != "error"
 
     def get(self, task: dict[str, Any]) -> dict[str, Any] | None:
         return self.records.get(run_key(task))
@@ -116,6 +120,32 @@ class Store:
             fh.flush()
             os.fsync(fh.fileno())
         self.records[rec["key"]] = rec
+
+
+def fit_resumable(model: Any, data: Any, task: dict[str, Any]) -> Any:
+    """``model.fit(data)`` with a checkpoint after every outer iteration, kept under ``$LDS_BENCH_CHECKPOINTS``
+    by run key; a checkpoint left by a run that was cut off is resumed from (``LDS.fit(resume=)`` reproduces
+    the uninterrupted fit), and removed once the fit ends. Without the variable this is a plain fit."""
+    folder = os.environ.get(CHECKPOINT_ENV)
+    model.resumed_ = False
+    if not folder:
+        return model.fit(data)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, hashlib.sha1(run_key(task).encode()).hexdigest() + ".ckpt")
+    model.checkpoint_every = 1
+    resume = path if os.path.exists(path) else None
+    try:
+        model.fit(data, checkpoint=path, resume=resume)
+    except ValueError as exc:
+        if resume is None or "checkpoint" not in str(exc):
+            raise
+        os.remove(path)  # written by other code or settings: start this run afresh
+        model.fit(data, checkpoint=path)
+    if getattr(model, "interrupted_", False):  # Ctrl-C keeps the best model; a benchmark must not record it
+        raise KeyboardInterrupt(f"fit interrupted; its checkpoint {path} resumes it")
+    model.resumed_ = resume is not None
+    os.remove(path)
+    return model
 
 
 def _worker(fn: Callable[[dict[str, Any]], dict[str, Any]], task: dict[str, Any], threads: int) -> dict[str, Any]:
@@ -179,8 +209,12 @@ def summarize(res: dict[str, Any]) -> str:
     return f"val {val:.4f} test {test:.4f} ({res['wall_s']} s)"
 
 
-def select_config(store: Store, make_task: Callable[[dict[str, Any], int], dict[str, Any]],
-                  grid: list[dict[str, Any]], seeds: Iterable[int]) -> tuple[dict[str, Any] | None, list[str]]:
+def select_config(
+    store: Store,
+    make_task: Callable[[dict[str, Any], int], dict[str, Any]],
+    grid: list[dict[str, Any]],
+    seeds: Iterable[int],
+) -> tuple[dict[str, Any] | None, list[str]]:
     """The grid point with the best mean validation accuracy over ``seeds`` (ties: first in grid order).
 
     Returns ``(config, missing)``; ``config`` is None while selection runs are missing.
@@ -190,7 +224,7 @@ def select_config(store: Store, make_task: Callable[[dict[str, Any], int], dict[
         vals = []
         for s in seeds:
             rec = store.get(make_task(cfg, s))
-            if rec is None:
+            if rec is None or rec.get("status") == "error":  # failed runs are retried: still missing
                 missing.append(describe(make_task(cfg, s)))
             elif rec.get("status") == "ok":
                 vals.append(rec["val_acc"])

@@ -4,9 +4,16 @@ import hashlib
 import os
 import sys
 
+import pytest
+import torch
+
+from lds import LDS
+
+from ..lds.synthetic import planted_partition
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
 
-from runner import Store, run_all, run_key  # noqa: E402
+from runner import CHECKPOINT_ENV, Store, fit_resumable, run_all, run_key, select_config  # noqa: E402
 
 
 def test_records_resume_and_side_by_side_runners_split_the_work(tmp_path):
@@ -43,3 +50,69 @@ def test_claims_block_live_processes_and_take_over_stale_ones(tmp_path):
     with open(lock, "w") as fh:
         fh.write(str(os.getppid()))
     assert not store.claim(task)
+
+
+def test_failed_runs_are_recorded_then_retried_on_the_next_start(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    tasks = [{"exp": "t", "config": {"c": c}, "seed": 0} for c in range(2)]
+    attempts = []
+
+    def flaky(task):
+        attempts.append(task["config"]["c"])
+        if task["config"]["c"] == 1 and attempts.count(1) == 1:
+            raise RuntimeError("transient failure")
+        return {"val_acc": 0.5 + task["config"]["c"] / 10, "test_acc": 0.0}
+
+    run_all(flaky, tasks, Store(path), log=lambda msg: None)
+    store = Store(path)
+    assert store.get(tasks[1])["status"] == "error" and "transient failure" in store.get(tasks[1])["error"]
+    assert not store.has(tasks[1])
+    # a failed selection run counts as missing, so no configuration is chosen without it
+    grid, make = [{"c": 0}, {"c": 1}], lambda c, s: {"exp": "t", "config": c, "seed": s}
+    assert select_config(store, make, grid, [0])[0] is None
+    run_all(flaky, tasks, store, log=lambda msg: None)
+    assert attempts == [0, 1, 1]  # only the failed run is tried again
+    store = Store(path)  # the success replaces the failure, whatever the order in the file
+    assert store.has(tasks[1]) and store.get(tasks[1])["status"] == "ok"
+    assert select_config(store, make, grid, [0])[0] == {"c": 1}
+
+
+def test_fit_resumable_continues_a_cut_off_fit(tmp_path, monkeypatch):
+    data = planted_partition(per_class=10, seed=3)
+    settings = dict(
+        hypergrad_every=5, max_outer_iters=6, patience=50, num_samples=4, max_inner_steps=40, seed=5, verbose=False
+    )
+    task = {"exp": "t", "seed": 5}
+    full = LDS(**settings).fit(data)
+    plain = fit_resumable(LDS(**settings), data, task)  # no checkpoint folder: a plain fit
+    assert torch.equal(plain.distribution_.probs, full.distribution_.probs) and not plain.resumed_
+
+    folder = tmp_path / "ckpt"
+    monkeypatch.setenv(CHECKPOINT_ENV, str(folder))
+    ck = folder / (hashlib.sha1(run_key(task).encode()).hexdigest() + ".ckpt")
+    folder.mkdir()
+    # a run cut off after 3 outer iterations leaves its checkpoint behind
+    LDS(**{**settings, "max_outer_iters": 3, "checkpoint_every": 1}).fit(data, checkpoint=ck)
+    assert ck.exists()
+    resumed = fit_resumable(LDS(**settings), data, task)
+    assert resumed.resumed_ and not ck.exists()  # continued, then cleaned up
+    assert torch.equal(resumed.distribution_.probs, full.distribution_.probs)
+    assert [h["val_acc"] for h in resumed.history_] == [h["val_acc"] for h in full.history_]
+    # a checkpoint written with other settings is not resumed from: the run starts afresh
+    LDS(**{**settings, "outer_lr": 0.1, "max_outer_iters": 2}).fit(data, checkpoint=ck)
+    fresh = fit_resumable(LDS(**settings), data, task)
+    assert not fresh.resumed_ and torch.equal(fresh.distribution_.probs, full.distribution_.probs)
+
+
+def test_fit_resumable_does_not_pass_off_an_interrupted_fit(tmp_path, monkeypatch):
+    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path))
+
+    class Interrupted:  # LDS.fit catches Ctrl-C and keeps its best model, flagging interrupted_
+        checkpoint_every = 5
+
+        def fit(self, data, checkpoint=None, resume=None):
+            self.interrupted_ = True
+            return self
+
+    with pytest.raises(KeyboardInterrupt, match="resumes it"):
+        fit_resumable(Interrupted(), None, {"exp": "t", "seed": 0})
