@@ -25,7 +25,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import CHECKPOINT_ENV, REPORT_SEEDS, SELECTION_SEEDS, Store, fit_resumable, mean_std, run_all, select_config  # noqa: E402
+from runner import (  # noqa: E402
+    CHECKPOINT_ENV,
+    REPORT_SEEDS,
+    SELECTION_SEEDS,
+    Store,
+    fit_resumable,
+    mean_std,
+    pyplot,
+    run_all,
+    select_config,
+)
 
 LDS_GRID = [{"hypergrad_every": tau, "outer_lr": lr} for tau in (5, 20) for lr in (1.0, 0.1)]
 PAPER_LDS = {("cora", 1.0): 84.1, ("citeseer", 1.0): 75.0}
@@ -216,12 +226,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")
     print("\n".join(rows))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(args.datasets), figsize=(5 * len(args.datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], args.datasets):

@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -42,6 +43,10 @@ import torch
 from torch import Tensor
 
 from bilevel_core import GradientDescent, hypergradient
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runner import pyplot  # noqa: E402
 
 DTYPE = torch.float64
 Episodes = dict[str, Tensor]
@@ -321,12 +326,8 @@ def write_report(res: dict[str, Any], out: str, command: str) -> str:
 
 
 def _plot(res: dict[str, Any], out: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in res["runs"]:

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, run_all  # noqa: E402
+from runner import Store, pyplot, run_all  # noqa: E402
 
 ESTIMATORS = ("st", "gumbel_soft", "gumbel_hard", "sf")
 ALPHAS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -323,12 +323,8 @@ def summarize(store: Store, tasks: list[dict[str, Any]], out: str, args: argpars
 
 
 def _plot(done, out: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     datasets = sorted({t["dataset"] for t, _ in done})
     if not datasets:

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, run_all, t_interval  # noqa: E402
+from runner import Store, pyplot, run_all, t_interval  # noqa: E402
 
 LR_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
 METHODS = ("noisy", "oracle", "hc_reverse", "hc_truncated")
@@ -152,12 +152,8 @@ def summarize(store: Store, tasks: list[dict[str, Any]], out: str, args: argpars
 
 
 def _plot(by: dict[str, list[dict[str, Any]]], complete: list[int], out: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     recs = [r for r in by["hc_reverse"] if r["task"]["split"] in complete]
     if not recs:

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, run_all  # noqa: E402
+from runner import Store, pyplot, run_all  # noqa: E402
 
 MODES = ("bilevel", "approx", "bilevel_train", "classic")
 PAPER_TABLE4 = "ICML 2018 Table 4 (full Omniglot, 5-way 1-shot): Bilevel 98.6, Approx 97.6, Classic 96.7"
@@ -109,12 +109,8 @@ def summarize(store: Store, tasks: list[dict[str, Any]], out: str, args: argpars
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for t in tasks:
             r = store.get(t)
@@ -126,8 +122,6 @@ def summarize(store: Store, tasks: list[dict[str, Any]], out: str, args: argpars
         fig.tight_layout()
         fig.savefig(os.path.join(out, "curves.png"), dpi=120)
         plt.close(fig)
-    except ImportError:
-        pass
     return text
 
 

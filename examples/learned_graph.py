@@ -26,8 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runner import pyplot  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,12 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plots(trace, theta, groups, examples, out) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     scopes = ["graph", *examples]
     fig, axes = plt.subplots(1, len(scopes), figsize=(4.2 * len(scopes), 3.6), squeeze=False)

@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, run_all, t_interval  # noqa: E402
+from runner import Store, pyplot, run_all, t_interval  # noqa: E402
 
 T_DEFAULT = 300
 BATCH = 50
@@ -324,12 +324,8 @@ def summarize(store: Store, tasks: list[dict[str, Any]], out: str, args: argpars
 
 
 def _plots(done: dict[str, dict[str, Any]], out: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     if "lrs_opt" in done:

@@ -26,8 +26,13 @@ import json
 import math
 import multiprocessing as mp
 import os
+import sys
 import time
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runner import pyplot  # noqa: E402
 
 
 def problem(dtype_name: str = "float32", seed: int = 0) -> dict[str, Any]:
@@ -204,12 +209,8 @@ def report(res: dict[str, Any], out: str, command: str) -> str:
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is not None:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
         for method in ("reverse", "forward"):
             rows = sorted((r for r in res["scaling"] if r["method"] == method and "time_s" in r), key=lambda r: r["T"])
@@ -221,8 +222,6 @@ def report(res: dict[str, Any], out: str, command: str) -> str:
         fig.tight_layout()
         fig.savefig(os.path.join(out, "scaling.png"), dpi=120)
         plt.close(fig)
-    except ImportError:
-        pass
     return text
 
 

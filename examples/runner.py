@@ -235,6 +235,19 @@ def select_config(
     return (best if not missing else None), missing
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None when matplotlib is not installed (the
+    scripts then write their records and tables and skip the figures)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def t_interval(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95 % Student-t interval (NaN half-width for fewer than 2 values)."""
     from scipy import stats
