@@ -112,6 +112,29 @@ def accuracy(w, X, y, z) -> float:
 # ----------------------------------------------------------------------------- learning the mask
 
 
+def mask_problem(s: dict[str, Any], est, alpha: float = 0.0):
+    """The bilevel mask problem for a pathwise estimator: the inner dynamics (gradient descent on the training
+    loss of the head on ``X ⊙ z``, a fresh ``z`` from the per-step uniforms) and ``outer_for(u)``, the validation
+    loss plus ``α·mean θ`` for the mask drawn from uniforms ``u``."""
+    import torch.nn.functional as F
+
+    from bilevel_core import GradientDescent
+
+    X, y, Xv, yv = s["X"], s["y"], s["Xv"], s["yv"]
+
+    def inner(w, hp, u):
+        return F.cross_entropy(_logits(w, X, est.sample(hp[0], uniforms=u)), y)
+
+    def outer_for(u):
+        def outer(w, hp):
+            z = est.sample(hp[0], uniforms=u)
+            return est.surrogate(F.cross_entropy(_logits(w, Xv, z), yv) + alpha * hp[0].mean(), hp[0], z)
+
+        return outer
+
+    return GradientDescent(inner, lr=INNER_LR), outer_for
+
+
 def learn_mask(s: dict[str, Any], estimator: str, alpha: float, *, T: int = 100, tau: int = 10,
                outer_iters: int = 30, outer_lr: float = 0.05, seed: int = 0,
                theta0: float = 0.5) -> dict[str, Any]:
@@ -119,7 +142,7 @@ def learn_mask(s: dict[str, Any], estimator: str, alpha: float, *, T: int = 100,
     import torch
     import torch.nn.functional as F
 
-    from bilevel_core import GradientDescent, hypergradient
+    from bilevel_core import hypergradient
 
     X, y, Xv, yv, c = s["X"], s["y"], s["Xv"], s["yv"], s["num_classes"]
     d = X.size(1)
@@ -129,9 +152,6 @@ def learn_mask(s: dict[str, Any], estimator: str, alpha: float, *, T: int = 100,
     opt = torch.optim.Adam([theta], lr=outer_lr)
     updates = outer_iters * (T // tau)
     t0 = time.perf_counter()
-
-    def penalty(th):
-        return alpha * th.mean()
 
     def apply(grad):
         opt.zero_grad()
@@ -144,23 +164,15 @@ def learn_mask(s: dict[str, Any], estimator: str, alpha: float, *, T: int = 100,
         for _ in range(updates):
             z = est.sample(theta.detach(), gen)
             w = train_head(X, y, z, c, T)
-            loss = F.cross_entropy(_logits(w, Xv, z), yv) + penalty(theta)
+            loss = F.cross_entropy(_logits(w, Xv, z), yv) + alpha * theta.mean()
             (g,) = torch.autograd.grad(est.surrogate(loss, theta, z), theta)
             apply(g)
     else:
-        def inner(w, hp, u):
-            return F.cross_entropy(_logits(w, X, est.sample(hp[0], uniforms=u)), y)
-
-        dyn = GradientDescent(inner, lr=INNER_LR)
+        dyn, outer_for = mask_problem(s, est, alpha)
         for _ in range(outer_iters):
             state: Any = _zeros(d, c)
             for _ in range(T // tau):
-                u_out = torch.rand(d, generator=gen)
-
-                def outer(w, hp, u=u_out):
-                    z = est.sample(hp[0], uniforms=u)
-                    return est.surrogate(F.cross_entropy(_logits(w, Xv, z), yv) + penalty(hp[0]), hp[0], z)
-
+                outer = outer_for(torch.rand(d, generator=gen))
                 (g,), state = hypergradient(state, (theta.detach(),), dyn, outer, tau,
                                             batches=lambda t: torch.rand(d, generator=gen), return_state=True)
                 apply(g)
@@ -181,11 +193,12 @@ def hypergradient_samples(s: dict[str, Any], estimator: str, n: int = 100, *, T:
     import torch
     import torch.nn.functional as F
 
-    from bilevel_core import GradientDescent, hypergradient
+    from bilevel_core import hypergradient
 
     X, y, Xv, yv, c = s["X"], s["y"], s["Xv"], s["yv"], s["num_classes"]
     d = X.size(1)
     est = make_estimator(estimator)
+    dyn, outer_for = mask_problem(s, est)
     theta = torch.full((d,), 0.5, requires_grad=True)
     grads, times = [], []
     for k in range(n):
@@ -202,17 +215,8 @@ def hypergradient_samples(s: dict[str, Any], estimator: str, n: int = 100, *, T:
             loss = F.cross_entropy(_logits(w, Xv, z), yv)
             (g,) = torch.autograd.grad(est.surrogate(loss, theta, z, update=False), theta)
         else:
-            def inner(w, hp, u):
-                return F.cross_entropy(_logits(w, X, est.sample(hp[0], uniforms=u)), y)
-
-            u_out = torch.rand(d, generator=gen)
-
-            def outer(w, hp, u=u_out):
-                z = est.sample(hp[0], uniforms=u)
-                return F.cross_entropy(_logits(w, Xv, z), yv)
-
             # the last window of an inner run of T steps: T − τ detached steps, then τ tracked ones
-            dyn = GradientDescent(inner, lr=INNER_LR)
+            outer = outer_for(torch.rand(d, generator=gen))
             (g,) = hypergradient(_zeros(d, c), (theta.detach(),), dyn, outer, T, truncate=tau,
                                  batches=lambda t, gen=gen: torch.rand(d, generator=gen))
         times.append(time.perf_counter() - t0)
