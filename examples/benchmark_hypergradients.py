@@ -54,6 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runner import PeakRSS, proc_status_kb  # noqa: E402
+
 FULL = {"sizes": {"n": 1000, "d": 100, "h": 1000, "c": 10}, "Ts": [10, 100, 1000]}
 QUICK = {"sizes": {"n": 100, "d": 20, "h": 80, "c": 10}, "Ts": [5, 20]}
 KINDS = ("lr", "lr_mom_wd", "example_weights")  # m = 1, 10, n
@@ -261,30 +265,12 @@ def _on_alarm(signum, frame):
     raise _TimeCap
 
 
-def _proc_status(field: str) -> int:
-    """A ``/proc/self/status`` field in kB (VmRSS, VmHWM, VmSize)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 def _setup_worker(task: dict[str, Any]):
     import torch
 
     torch.set_num_threads(task["threads"])
     prob = build(task["kind"], task["sizes"])
-    cap = (_proc_status("VmSize") * 1024) + int(task["mem_cap_gb"] * 2**30)
+    cap = (proc_status_kb("VmSize") * 1024) + int(task["mem_cap_gb"] * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     signal.signal(signal.SIGALRM, _on_alarm)
     return prob
@@ -317,25 +303,17 @@ def memory_worker(task: dict[str, Any], queue: Any) -> None:
     torchopt, forward mode's decompositions) and initialises the kernels, but leaves next to nothing in
     the allocator's free lists, which a full-size warm-up would do, hiding the working set of the run.
     """
-    base, can_reset = _proc_status("VmRSS"), False
-
-    def peak_mb() -> float:
-        peak = _proc_status("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(max(peak - base, 0) / 1024, 1)
-
+    mem = PeakRSS(reset=False)  # until the warm-up is done: the lifetime peak above the RSS at start
     try:
         prob = _setup_worker(task)
         _timed(build(task["kind"], QUICK["sizes"]), task["method"], 2, task["time_cap"])
         gc.collect()
-        can_reset = _reset_peak()
-        base = _proc_status("VmRSS")
-        if not can_reset:
-            base = max(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        mem = PeakRSS()
         wall, _ = _timed(prob, task["method"], task["T"], task["time_cap"])
-        queue.put({"status": "ok", "peak_mem_MB": peak_mb(), "mem_run_wall_s": wall})
+        queue.put({"status": "ok", "peak_mem_MB": mem.mb(), "mem_run_wall_s": wall})
     except BaseException as exc:  # noqa: B036 - a failed case is a result
         out = _classify(exc, task)
-        out["peak_mem_MB"] = peak_mb()  # for an out-of-memory: what it reached before the cap
+        out["peak_mem_MB"] = mem.mb()  # for an out-of-memory: what it reached before the cap
         queue.put(out)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import pyplot  # noqa: E402
+from runner import PeakRSS, pyplot  # noqa: E402
 
 
 def problem(dtype_name: str = "float32", seed: int = 0) -> dict[str, Any]:
@@ -137,17 +137,7 @@ def tune(T: int, steps: int, outer_lr: float) -> dict[str, Any]:
     return record
 
 
-def _vmhwm_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1])
-    return 0
-
-
 def _scaling_worker(method: str, T: int, queue: Any) -> None:
-    import resource
-
     import torch
 
     from bilevel_core import hypergradient
@@ -155,17 +145,11 @@ def _scaling_worker(method: str, T: int, queue: Any) -> None:
     torch.set_num_threads(1)
     p = problem()
     hypergradient(p["w0"], p["hparams"], p["dyn"], p["outer"], 2, method=method)  # warm-up
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:  # reset the peak RSS
-            fh.write("5")
-    except OSError:
-        pass
-    base = _vmhwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mem = PeakRSS()
     t0 = time.perf_counter()
     hypergradient(p["w0"], p["hparams"], p["dyn"], p["outer"], T, method=method)
     elapsed = time.perf_counter() - t0
-    peak = _vmhwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"method": method, "T": T, "time_s": elapsed, "peak_mb": (peak - base) / 1024})
+    queue.put({"method": method, "T": T, "time_s": elapsed, "peak_mb": mem.mb()})
 
 
 def scaling(Ts: list[int]) -> list[dict[str, Any]]:

@@ -235,6 +235,48 @@ def select_config(
     return (best if not missing else None), missing
 
 
+def proc_status_kb(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (VmRSS, VmHWM, VmSize); Linux only."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakRSS:
+    """Peak resident memory above the RSS at creation, in MB, for one-case-per-process memory measurements.
+
+    With ``reset`` (Linux ≥ 4.0) the high-water mark VmHWM is reset to the current RSS through
+    ``/proc/self/clear_refs``, so earlier allocations (data loading, warm-up) do not hide the case's own peak;
+    without it, or where the reset is refused, the process's lifetime peak (``ru_maxrss``) is used.
+    """
+
+    def __init__(self, reset: bool = True) -> None:
+        self.can_reset = False
+        if reset:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")
+                self.can_reset = True
+            except OSError:
+                pass
+        rss = proc_status_kb("VmRSS")
+        # no reset possible: only growth of the lifetime peak beyond what was already reached is seen
+        self.base = rss if (self.can_reset or not reset) else max(rss, self._lifetime_kb())
+
+    @staticmethod
+    def _lifetime_kb() -> int:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def mb(self) -> float:
+        """Peak RSS since creation minus the RSS at creation, in MB (rounded to 0.1)."""
+        peak = proc_status_kb("VmHWM") if self.can_reset else self._lifetime_kb()
+        return round(max(peak - self.base, 0) / 1024, 1)
+
+
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the file-only Agg backend, or None when matplotlib is not installed (the
     scripts then write their records and tables and skip the figures)."""
