@@ -119,18 +119,23 @@ class HyperCleaner:
         if self.momentum is not None and not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be None or in [0, 1), got {self.momentum}.")
 
-    def _data(self, X: Any, y: Any, name: str, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
+    def _data(self, X: Any, y: Any, name: str) -> tuple[Tensor, Tensor]:
         X = torch.as_tensor(X, dtype=self.dtype, device=self.device)
         y = torch.as_tensor(y, device=self.device)
         if X.dim() != 2:
             raise ValueError(f"{name} features must have shape (n, d), got {tuple(X.shape)}.")
         if y.shape != (X.size(0),) or y.dtype.is_floating_point:
             raise ValueError(f"{name} labels must be integers of shape ({X.size(0)},), got {tuple(y.shape)} {y.dtype}.")
+        if X.size(0) == 0:
+            raise ValueError(f"the {name} set is empty: pass at least one example.")
         if not bool(torch.isfinite(X).all()):
             raise ValueError(f"{name} features contain NaN or infinite values.")
-        if num_classes is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise ValueError(f"{name} labels must be in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}].")
         return X, y.long()
+
+    @staticmethod
+    def _check_labels(y: Tensor, name: str, num_classes: int) -> None:
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise ValueError(f"{name} labels must be in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}].")
 
     # ------------------------------------------------------------------ model
     def _init_params(self, d: int, c: int) -> tuple[Tensor, ...]:
@@ -155,10 +160,11 @@ class HyperCleaner:
         """Learn the weights on ``(X, y)`` (noisy) against ``(X_val, y_val)`` (clean); returns self."""
         self._check()
         X, y = self._data(X, y, "training")
+        X_val, y_val = self._data(X_val, y_val, "validation")
         if num_classes is None:
             num_classes = int(y.max()) + 1
-        X, y = self._data(X, y, "training", num_classes)
-        X_val, y_val = self._data(X_val, y_val, "validation", num_classes)
+        self._check_labels(y, "training", num_classes)
+        self._check_labels(y_val, "validation", num_classes)
         if X_val.size(1) != X.size(1):
             raise ValueError(f"X_val has {X_val.size(1)} features, X has {X.size(1)}.")
         n = X.size(0)

@@ -56,6 +56,10 @@ def test_bad_input_is_a_clear_error():
         HyperCleaner(T=2, outer_iters=1).fit(X.clone().fill_(float("nan")), y, Xv, yv)
     with pytest.raises(ValueError, match=r"validation labels must be in \[0, 3\)"):
         HyperCleaner(T=2, outer_iters=1).fit(X, y, Xv, yv + 5)
+    with pytest.raises(ValueError, match=r"training labels must be in \[0, 2\)"):
+        HyperCleaner(T=2, outer_iters=1).fit(X, y, Xv, yv, num_classes=2)
+    with pytest.raises(ValueError, match="training set is empty"):
+        HyperCleaner(T=2, outer_iters=1).fit(X[:0], y[:0], Xv, yv)
     with pytest.raises(ValueError, match="X_val has 2 features"):
         HyperCleaner(T=2, outer_iters=1).fit(X, y, Xv[:, :2], yv)
     with pytest.raises(RuntimeError, match="not fitted"):
