@@ -47,7 +47,8 @@ from .propagation import (
     gcn_propagate,
 )
 
-__all__ = ["DropoutMasks", "Params", "gcn_forward", "gcn_l2_penalty", "init_gcn_params", "sample_dropout_masks"]
+__all__ = ["DropoutMasks", "Params", "features_times", "gcn_forward", "gcn_l2_penalty", "init_gcn_params",
+           "sample_dropout_masks"]
 
 Params = tuple[Tensor, Tensor]
 """``(W₁, W₂)`` of shapes ``(F, h)`` and ``(h, C)``."""
@@ -146,6 +147,48 @@ def _drop_features(x: Tensor, mask_x: Tensor) -> Tensor:
                          f"feature ({idx.numel()},), got {tuple(mask_x.shape)}; use sample_dropout_masks.")
     flat = x.reshape(-1)
     return torch.zeros_like(flat).index_put((idx,), flat[idx] * mask_x).view_as(x)
+
+
+_SPARSE_CACHE: Any = WeakIdKeyDictionary()  # x -> (version, (rows, cols, values) or None)
+SPARSE_FEATURES_MAX_DENSITY = 0.1
+"""Features with at most this fraction of nonzeros take the gather/scatter path of :func:`features_times`."""
+
+
+def _sparse_features(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(rows, cols, values)`` of the nonzeros of ``x`` in row-major order, or None when ``x`` is dense
+    (cached per tensor, refreshed after in-place changes)."""
+    entry = _SPARSE_CACHE.get(x)
+    if entry is not None and entry[0] == x._version:
+        return entry[1]
+    idx = _nonzero_flat(x)
+    out = None
+    if x.dim() == 2 and idx.numel() <= SPARSE_FEATURES_MAX_DENSITY * x.numel():
+        f = x.size(1)
+        out = (torch.div(idx, f, rounding_mode="floor"), idx % f, x.detach().reshape(-1)[idx])
+    _SPARSE_CACHE[x] = (x._version, out)
+    return out
+
+
+def features_times(x: Tensor, W: Tensor, mask_x: Tensor | None = None) -> Tensor:
+    """``drop(X) · W`` (inverted dropout with ``mask_x``, dense or compact, or none).
+
+    For sparse features (bag of words: Cora 1.3 %, Citeseer 0.9 % nonzero) this is a gather/scatter over
+    the nonzeros, ``Σ_k v_k m_k W[c_k]`` added into row ``r_k``: O(nnz·h) work and no dense ``(N, F)``
+    temporary, instead of the O(N·F·h) dense product (Kipf's sparse dropout and sparse matmul). Gradients
+    w.r.t. ``W`` of any order are those of the dense product (up to summation order); features that need
+    a gradient themselves take the dense path.
+    """
+    sparse = None if x.requires_grad else _sparse_features(x)
+    if sparse is None or (mask_x is not None and mask_x.shape == x.shape):
+        return (x if mask_x is None else _drop_features(x, mask_x)) @ W
+    rows, cols, values = sparse
+    if mask_x is not None:
+        if mask_x.dim() != 1 or mask_x.numel() != values.numel():
+            raise ValueError(f"dropout_masks[0] must have the shape of x {tuple(x.shape)} or one entry per nonzero "
+                             f"feature ({values.numel()},), got {tuple(mask_x.shape)}; use sample_dropout_masks.")
+        values = values * mask_x
+    out = torch.zeros(x.size(0), W.size(1), dtype=W.dtype, device=W.device)
+    return out.index_add(0, rows, values.unsqueeze(1) * W.index_select(0, cols))
 
 
 # ----------------------------------------------------------------------------- graphs
@@ -247,9 +290,7 @@ def gcn_forward(
                 raise ValueError("training=True with dropout > 0 needs dropout_masks or a torch.Generator "
                                  "(generator=...); library code draws no global random numbers.")
             masks = sample_dropout_masks(x, (n, W1.size(1)), dropout, generator, x.dtype, x.device)
-    if masks is not None:
-        x = _drop_features(x, masks[0])
-    hidden = torch.relu(propagate(x @ W1))
+    hidden = torch.relu(propagate(features_times(x, W1, None if masks is None else masks[0])))
     if masks is not None:
         if validate and masks[1].shape != hidden.shape:
             raise ValueError(f"dropout_masks[1] must have shape {tuple(hidden.shape)}, got {tuple(masks[1].shape)}.")

@@ -6,7 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lds.gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, sample_dropout_masks
+from lds.gcn import (
+    SPARSE_FEATURES_MAX_DENSITY,
+    _drop_features,
+    features_times,
+    gcn_forward,
+    gcn_l2_penalty,
+    init_gcn_params,
+    sample_dropout_masks,
+)
 from lds.propagation import all_pairs, candidate_graph, dense_adjacency, dense_normalized_adjacency, to_edge_index
 
 DT = torch.float64
@@ -171,3 +179,41 @@ def test_forward_validation_errors():
         gcn_forward(params, x, (sample, pairs), dropout_masks=(torch.ones(3, dtype=DT), torch.ones(N, HIDDEN)))
     with pytest.raises(ValueError, match="dropout_masks\\[1\\]"):
         gcn_forward(params, x, (sample, pairs), dropout_masks=(torch.ones_like(x), torch.ones(N, 1, dtype=DT)))
+
+
+def test_sparse_features_product_equals_the_dense_one_to_second_order():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 50, generator=g, dtype=DT)
+    x[x < 0.95] = 0.0  # 5 % nonzero, as bag-of-words features: the gather/scatter path
+    assert 0 < int((x != 0).sum()) <= SPARSE_FEATURES_MAX_DENSITY * x.numel()
+    W = torch.randn(50, 7, generator=g, dtype=DT, requires_grad=True)
+    v = torch.randn(50, 7, generator=g, dtype=DT)
+    compact, _ = sample_dropout_masks(x, (40, 7), 0.5, g)
+    dense_mask = torch.ones(x.numel(), dtype=DT)  # the same draw, full shape
+    dense_mask[torch.nonzero(x.reshape(-1), as_tuple=True)[0]] = compact
+    dense_mask = dense_mask.view_as(x)
+    for mask in (None, compact, dense_mask):
+        dense = (x if mask is None else _drop_features(x, mask)) @ W
+        sparse = features_times(x, W, mask)
+        assert torch.allclose(sparse, dense, rtol=1e-13, atol=1e-13)
+        # gradient and a Hessian-vector product through an inner step (what hypergradients need)
+        grads = [torch.autograd.grad(out.tanh().pow(2).sum(), W, create_graph=True)[0] for out in (dense, sparse)]
+        hvps = [torch.autograd.grad((gr * v).sum(), W)[0] for gr in grads]
+        assert torch.allclose(grads[1], grads[0], rtol=1e-12, atol=1e-13)
+        assert torch.allclose(hvps[1], hvps[0], rtol=1e-12, atol=1e-13)
+    # the whole network: sparse first layer against dense features that take the dense path
+    x_dense = x.clone()
+    x_dense[0, x_dense[0] == 0] = 1e-300  # now every entry is nonzero: dense path, same values to 1e-300
+    pairs = all_pairs(40)
+    values = (torch.rand(pairs.size(1), generator=g, dtype=DT) < 0.1).to(DT)
+    W1, W2 = init_gcn_params(50, 7, 3, g, dtype=DT)
+    masks = sample_dropout_masks(x.shape, (40, 7), 0.5, g, dtype=DT)
+    a = gcn_forward((W1, W2), x, (values, pairs), dropout_masks=masks)
+    b = gcn_forward((W1, W2), x_dense, (values, pairs), dropout_masks=masks)
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    # features that need a gradient themselves take the dense path
+    xg = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(features_times(xg, W.detach(), compact).sum(), xg)
+    assert gx.shape == x.shape
+    with pytest.raises(ValueError, match="one entry per nonzero"):
+        features_times(x, W, compact[:-1])
