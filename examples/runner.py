@@ -37,6 +37,22 @@ def run_key(task: dict[str, Any]) -> str:
     return json.dumps({k: task[k] for k in sorted(task) if k != "note"}, sort_keys=True)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs. A killed process whose parent has not reaped it yet (a zombie, common
+    in containers whose init does not reap) still answers ``kill(pid, 0)``, so its state is read too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 @dataclass
 class Store:
     """Append-only JSON-lines store of finished runs."""
@@ -83,16 +99,15 @@ class Store:
                 try:
                     with open(path, encoding="utf-8") as fh:
                         pid = int(fh.read().strip() or 0)
-                    os.kill(pid, 0)  # alive: someone else runs it
+                except (ValueError, FileNotFoundError):
+                    pid = 0
+                if pid > 0 and _alive(pid):  # someone else runs it
                     return pid == os.getpid()
-                except (ValueError, ProcessLookupError, FileNotFoundError):
-                    try:
-                        os.remove(path)  # stale: its process is gone
-                    except FileNotFoundError:
-                        pass
-                    continue
-                except PermissionError:
-                    return False
+                try:
+                    os.remove(path)  # stale: its process is gone
+                except FileNotFoundError:
+                    pass
+                continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(str(os.getpid()))
             return True

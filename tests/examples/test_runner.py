@@ -2,7 +2,9 @@
 
 import hashlib
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -46,6 +48,17 @@ def test_claims_block_live_processes_and_take_over_stale_ones(tmp_path):
     with open(lock, "w") as fh:
         fh.write("999999999")
     assert store.claim(task)
+    # so is one left by a killed process that is not reaped yet (a zombie still answers kill(pid, 0))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(500):
+        with open(f"/proc/{child.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    with open(lock, "w") as fh:
+        fh.write(str(child.pid))
+    assert store.claim(task)
+    child.wait()
     # a lock held by another live process (our parent) blocks
     with open(lock, "w") as fh:
         fh.write(str(os.getppid()))
