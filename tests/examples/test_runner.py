@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -15,7 +16,15 @@ from ..lds.synthetic import planted_partition
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
 
-from runner import CHECKPOINT_ENV, Store, fit_resumable, run_all, run_key, select_config  # noqa: E402
+from runner import (  # noqa: E402
+    CHECKPOINT_ENV,
+    Store,
+    fit_resumable,
+    keep_freed_memory,
+    run_all,
+    run_key,
+    select_config,
+)
 
 
 def test_records_resume_and_side_by_side_runners_split_the_work(tmp_path):
@@ -129,3 +138,11 @@ def test_fit_resumable_does_not_pass_off_an_interrupted_fit(tmp_path, monkeypatc
 
     with pytest.raises(KeyboardInterrupt, match="resumes it"):
         fit_resumable(Interrupted(), None, {"exp": "t", "seed": 0})
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_is_accepted_by_glibc():
+    assert keep_freed_memory()
+    a = torch.ones(5_000_000)  # allocations still work, and a fresh zeros tensor is still zero
+    del a
+    assert float(torch.zeros(5_000_000).abs().sum()) == 0.0
