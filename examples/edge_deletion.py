@@ -62,8 +62,11 @@ def ablation_config(tau: int, outer_lr: float) -> dict[str, Any]:
     return {"hypergrad_every": tau, "outer_lr": outer_lr}
 
 
-def run_extras(args: argparse.Namespace, store: Store) -> list[str]:
-    """τ ablation (Citeseer, full graph) and random splits (Cora, Citeseer); both reuse the selected LR."""
+def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
+    """τ ablation (Citeseer, full graph) and random splits (Cora, Citeseer); both reuse the selected LR.
+
+    Runs them when asked (``run``); their sections appear in the summary whenever records exist.
+    """
     lines: list[str] = []
 
     def selected(dataset: str) -> dict[str, Any] | None:
@@ -71,27 +74,36 @@ def run_extras(args: argparse.Namespace, store: Store) -> list[str]:
                                LDS_GRID, args.selection_seeds)
         return cfg
 
-    if args.ablation:
+    def held(role: str) -> bool:
+        return any(r["task"]["role"] == role and r["task"]["quick"] == args.quick for r in store.records.values())
+
+    if args.ablation or held("ablation"):
         cfg = selected("citeseer")
         if cfg is None:
-            lines.append("τ ablation: waiting for the Citeseer (full graph) selection runs.")
+            lines += ["", "τ ablation: waiting for the Citeseer (full graph) selection runs."]
         else:
-            tasks = [make_task("citeseer", 1.0, "lds", ablation_config(tau, cfg["outer_lr"]), s, "ablation",
-                               args.quick) for tau in ABLATION_TAUS for s in args.seeds]
-            if not args.summary_only:
-                run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
+            def ablation_task(tau: int, seed: int) -> dict[str, Any]:
+                c = ablation_config(tau, cfg["outer_lr"])  # the selected configuration's runs are reused
+                role = "report" if c == cfg else "ablation"
+                return make_task("citeseer", 1.0, "lds", c, seed, role, args.quick)
+
+            tasks = {tau: [ablation_task(tau, s) for s in args.seeds] for tau in ABLATION_TAUS}
+            if run and args.ablation:
+                run_all(run_one, [t for ts in tasks.values() for t in ts], store, workers=args.workers,
+                        threads=args.threads)
             lines += ["", "## τ ablation (Citeseer, full graph; outer lr of the selected configuration)", "",
+                      "τ = 0 is alternating optimisation: one inner step per hypergradient, which then ignores the "
+                      "inner dynamics (truncate = 0).", "",
                       "| τ | runs | val acc (%) | test acc (%) |", "|---|---|---|---|"]
             for tau in ABLATION_TAUS:
-                recs = [store.get(t) for t in tasks if t["config"] == ablation_config(tau, cfg["outer_lr"])]
-                recs = [r for r in recs if r is not None and r.get("status") == "ok"]
+                recs = [r for r in map(store.get, tasks[tau]) if r is not None and r.get("status") == "ok"]
                 if recs:
                     lines.append(f"| {tau} | {len(recs)} | {mean_std([r['val_acc'] for r in recs])} | "
                                  f"{mean_std([r['test_acc'] for r in recs])} |")
-    if args.random_splits:
+    if args.random_splits or held("random_split"):
         lines += ["", "## Random splits (20 labelled nodes per class, full graph, model seed 0)", "",
                   "| dataset | method | splits | val acc (%) | test acc (%) |", "|---|---|---|---|---|"]
-        for dataset in args.datasets:
+        for dataset in ("cora", "citeseer"):
             cfg = selected(dataset)
             if cfg is None:
                 lines.append(f"| {dataset} | (waiting for the selection runs) | | | |")
@@ -99,7 +111,7 @@ def run_extras(args: argparse.Namespace, store: Store) -> list[str]:
             for method in ("gcn", "lds"):
                 tasks = [make_task(dataset, 1.0, method, cfg if method == "lds" else {}, 0, "random_split",
                                    args.quick, split_seed=k) for k in RANDOM_SPLITS]
-                if not args.summary_only:
+                if run and args.random_splits and dataset in args.datasets:
                     run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
                 recs = [r for r in (store.get(t) for t in tasks) if r is not None and r.get("status") == "ok"]
                 if recs:
@@ -182,24 +194,47 @@ def main(argv: list[str] | None = None) -> int:
                 tasks += [make_task(dataset, keep, method, cfg, s, "report", args.quick) for s in args.seeds]
             if not args.summary_only:
                 run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
-    extras = run_extras(args, store) if (args.ablation or args.random_splits) else []
+    extras = run_extras(args, store, run=not args.summary_only)
     write_summary(store, args, out, extras)
     return 0
 
 
 def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list[str] | None = None) -> None:
-    """Markdown table (and a PNG of test accuracy against the fraction of edges kept)."""
+    """Markdown tables of every run in the store (whatever this invocation ran), and a PNG of test accuracy
+    against the fraction of edges kept."""
+    import statistics
+
+    grid = [r for r in store.records.values() if r["task"]["exp"] == "edge_deletion" and r.get("status") == "ok"
+            and r["task"]["quick"] == args.quick and "split_seed" not in r["task"]]
+    datasets = [d for d in ("cora", "citeseer") if any(r["task"]["dataset"] == d for r in grid)]
+    keeps = sorted({r["task"]["keep"] for r in grid}, reverse=True)
     rows = ["| dataset | edges kept | method | config | runs | val acc (%) | test acc (%) | expected edges "
             "(initial) | paper LDS |", "|---|---|---|---|---|---|---|---|---|"]
+    heads = " | ".join(f"τ={c['hypergrad_every']}, lr={c['outer_lr']}" for c in LDS_GRID)
+    sel_rows = [f"| dataset | edges kept | {heads} | chosen |", "|---|---|" + "---|" * len(LDS_GRID) + "---|"]
+    time_rows = ["| dataset | edges kept | runs | LDS fits | median LDS fit (min) | total (h, one core) |",
+                 "|---|---|---|---|---|---|"]
     curves: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     held = []
-    for dataset in args.datasets:
-        for keep in sorted(args.keep):
-            for method in args.methods:
-                recs = [r for r in store.records.values()
-                        if r["task"]["dataset"] == dataset and r["task"]["keep"] == keep
-                        and r["task"]["method"] == method and r["task"]["role"] == "report"
-                        and r["task"]["quick"] == args.quick and r.get("status") == "ok"]
+    for dataset in datasets:
+        for keep in keeps:
+            here = [r for r in grid if r["task"]["dataset"] == dataset and r["task"]["keep"] == keep]
+            if not here:
+                continue
+            sel_cells = []
+            for c in LDS_GRID:
+                v = [r["val_acc"] for r in here if r["task"]["role"] == "selection" and r["task"]["config"] == c]
+                sel_cells.append(f"{100 * statistics.fmean(v):.1f} ({len(v)})" if v else "–")
+            chosen, _ = select_config(store, lambda c, s, d=dataset, k=keep: make_task(
+                d, k, "lds", c, s, "selection", args.quick), LDS_GRID, args.selection_seeds)
+            sel_rows.append(f"| {dataset} | {int(keep * 100)} % | " + " | ".join(sel_cells)
+                            + f" | {chosen if chosen else 'pending'} |")
+            lds_fits = [r["wall_s"] for r in here if r["task"]["method"] == "lds"]
+            time_rows.append(f"| {dataset} | {int(keep * 100)} % | {len(here)} | {len(lds_fits)} | "
+                             f"{statistics.median(lds_fits) / 60 if lds_fits else float('nan'):.1f} | "
+                             f"{sum(r['wall_s'] for r in here) / 3600:.2f} |")
+            for method in ("gcn", "gcn_rnd", "lds"):
+                recs = [r for r in here if r["task"]["method"] == method and r["task"]["role"] == "report"]
                 if not recs:
                     continue
                 cfg = recs[0]["task"]["config"]
@@ -210,29 +245,30 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                 if method == "lds":
                     e = [r["expected_edges"] for r in recs]
                     edges = f"{sum(e) / len(e):.0f} ({recs[0]['initial_edges']:.0f})"
+                    if dataset == "cora":
+                        edges += f"; paper {PAPER_EDGES_CORA[keep]}" if keep in PAPER_EDGES_CORA else ""
                 paper = PAPER_LDS.get((dataset, keep), "") if method == "lds" else ""
                 rows.append(f"| {dataset} | {int(keep * 100)} % | {method} | {cfg or 'Kipf defaults'} | {len(recs)} | "
                             f"{mean_std(val)} | {mean_std(test)} | {edges} | {paper} |")
-                import statistics
-
                 curves.setdefault((dataset, method), []).append(
                     (keep, 100 * statistics.fmean(test), 100 * (statistics.stdev(test) if len(test) > 1 else 0.0)))
-    n_sel = sum(1 for r in store.records.values()
-                if r["task"]["role"] == "selection" and r["task"]["quick"] == args.quick)
+    n_sel = sum(1 for r in grid if r["task"]["role"] == "selection")
     text = ["# Edge deletion (LDS paper Figure 9.2)", "",
             f"Configurations tried for LDS: {len(LDS_GRID)} (τ ∈ {{5, 20}} × outer lr ∈ {{1.0, 0.1}}), "
             f"{n_sel} selection runs on seeds {args.selection_seeds}; reporting seeds {args.seeds}. "
             "Selection uses only the early-stopping validation half; LDS also uses the other half's labels "
-            "for the outer objective, as the paper does.", "", *rows, *(extras or []), "", "Runs held:",
-            *[f"- {h}" for h in held]]
+            "for the outer objective, as the paper does. GCN and GCN-RND have no grid (Kipf's defaults).", "",
+            *rows, "", "## Selection (LDS): mean early-stopping validation accuracy (%) (selection runs held)", "",
+            *sel_rows, "", "## Wall time (one thread per run, 2-core machine shared by two runners)", "",
+            *time_rows, *(extras or []), "", "Runs held:", *[f"- {h}" for h in held]]
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")
     print("\n".join(rows))
     plt = pyplot()
-    if plt is None:
+    if plt is None or not datasets:
         return
-    fig, axes = plt.subplots(1, len(args.datasets), figsize=(5 * len(args.datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], args.datasets):
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
         for (d, method), pts in sorted(curves.items()):
             if d != dataset:
                 continue
