@@ -14,9 +14,14 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runner import keep_freed_memory  # noqa: E402
 
 
 def main() -> None:
@@ -31,8 +36,11 @@ def main() -> None:
     p.add_argument("--max-outer-iters", type=int, default=200)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="results/lds_timing/runs.jsonl")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc settings alone (by default freed memory is kept for reuse)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    kept = False if args.default_malloc else keep_freed_memory()
     from lds.datasets import load_planetoid
 
     from lds import LDS
@@ -54,7 +62,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "best_iteration": model.best_iteration_, "val_acc": model.best_val_acc_,
         "test_acc": model.score(data, data.test_mask), "expected_edges": model.distribution_.expected_num_edges(),
-        "initial_edges": model.initial_num_edges_,
+        "initial_edges": model.initial_num_edges_, "keep_freed_memory": kept,
     }
     if args.device.startswith("cuda"):
         record["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
