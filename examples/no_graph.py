@@ -22,7 +22,8 @@ Protocol (no test-set peeking):
     python examples/no_graph.py --summary-only
 
 Resumable: every finished run (config, seed) is appended to ``results/no_graph/runs.jsonl`` and skipped
-when started again. ``--quick`` runs a tiny budget into ``results/no_graph_quick/``.
+when started again; ``results.md`` and ``no_graph.png`` summarise every run held. ``--quick`` runs a tiny
+budget into ``results/no_graph_quick/``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from runner import (  # noqa: E402
     fit_resumable,
     keep_freed_memory,
     mean_std,
+    pyplot,
     run_all,
     select_config,
 )
@@ -231,6 +233,37 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")
     print("\n".join(rows))
+    _plot(store, args, out)
+
+
+def _plot(store: Store, args: argparse.Namespace, out: str) -> None:
+    """Test accuracy (mean ± std over the reporting seeds) of every method, one panel per dataset."""
+    plt = pyplot()
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in store.records.values():
+        t = r["task"]
+        if t["role"] == "report" and t["quick"] == args.quick and r.get("status") == "ok":
+            by.setdefault((t["dataset"], t["method"]), []).append(100 * r["test_acc"])
+    datasets = [d for d in DATASETS if any(k[0] == d for k in by)]
+    if plt is None or not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        methods = [m for m in METHODS if (dataset, m) in by]
+        accs = [by[(dataset, m)] for m in methods]
+        colors = ["tab:red" if m.startswith("knn_lds") else "tab:gray" for m in methods]
+        ax.barh(range(len(methods)), [statistics.fmean(a) for a in accs], color=colors,
+                xerr=[statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs], capsize=2)
+        ax.axvline(PAPER_KNN_LDS[dataset], color="k", ls="--", lw=1, label="paper kNN-LDS")
+        ax.set_yticks(range(len(methods)), methods, fontsize=8)
+        ax.invert_yaxis()
+        lo = min(min(a) for a in accs)
+        ax.set_xlim(max(0.0, lo - 5), 100)
+        ax.set(title=dataset, xlabel="test accuracy (%)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "no_graph.png"), dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
