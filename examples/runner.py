@@ -187,6 +187,7 @@ def run_all(
     log: Callable[[str], None] = print,
 ) -> None:
     """Run every task not yet in ``store``; record each as soon as it finishes."""
+    store.refresh()  # runs recorded meanwhile by another runner on the same store
     todo = [t for t in tasks if not store.has(t)]
     if not todo:
         return
@@ -232,8 +233,10 @@ def select_config(
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The grid point with the best mean validation accuracy over ``seeds`` (ties: first in grid order).
 
-    Returns ``(config, missing)``; ``config`` is None while selection runs are missing.
+    Returns ``(config, missing)``; ``config`` is None while selection runs are missing. The store is re-read
+    first, so that selection runs finished by another runner on the same store count.
     """
+    store.refresh()
     best, best_score, missing = None, -1.0, []
     for cfg in grid:
         vals = []

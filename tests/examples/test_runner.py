@@ -146,3 +146,16 @@ def test_keep_freed_memory_is_accepted_by_glibc():
     a = torch.ones(5_000_000)  # allocations still work, and a fresh zeros tensor is still zero
     del a
     assert float(torch.zeros(5_000_000).abs().sum()) == 0.0
+
+
+def test_selection_sees_runs_recorded_by_another_runner(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    a, b = Store(path), Store(path)
+    grid, make = [{"c": 0}, {"c": 1}], lambda c, s: {"exp": "t", "config": c, "seed": s}
+    a.add(make(grid[0], 0), {"val_acc": 0.5, "status": "ok"})
+    assert select_config(a, make, grid, [0])[0] is None  # the other configuration is still missing
+    b.add(make(grid[1], 0), {"val_acc": 0.7, "status": "ok"})  # finished by the other runner meanwhile
+    assert select_config(a, make, grid, [0])[0] == {"c": 1}
+    calls = []
+    run_all(lambda t: calls.append(t) or {"val_acc": 0.0}, [make(c, 0) for c in grid], a, log=lambda m: None)
+    assert calls == []  # nothing left to do, and nothing is reported as to do
