@@ -53,6 +53,11 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def run_digest(task: dict[str, Any]) -> str:
+    """A file-name-safe digest of :func:`run_key` (lock and checkpoint files are named by it)."""
+    return hashlib.sha1(run_key(task).encode()).hexdigest()
+
+
 @dataclass
 class Store:
     """Append-only JSON-lines store of finished runs."""
@@ -91,7 +96,7 @@ class Store:
         over). False when another live process is running it, so that side-by-side runners split the work."""
         folder = self.path + ".claims"
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, hashlib.sha1(run_key(task).encode()).hexdigest() + ".lock")
+        path = os.path.join(folder, run_digest(task) + ".lock")
         for _ in range(2):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -114,7 +119,7 @@ class Store:
         return False
 
     def release(self, task: dict[str, Any]) -> None:
-        path = os.path.join(self.path + ".claims", hashlib.sha1(run_key(task).encode()).hexdigest() + ".lock")
+        path = os.path.join(self.path + ".claims", run_digest(task) + ".lock")
         try:
             os.remove(path)
         except FileNotFoundError:
@@ -146,7 +151,7 @@ def fit_resumable(model: Any, data: Any, task: dict[str, Any]) -> Any:
     if not folder:
         return model.fit(data)
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, hashlib.sha1(run_key(task).encode()).hexdigest() + ".ckpt")
+    path = os.path.join(folder, run_digest(task) + ".ckpt")
     model.checkpoint_every = 1
     resume = path if os.path.exists(path) else None
     try:

@@ -138,13 +138,17 @@ def sample_dropout_masks(
     return masks[0], masks[1]
 
 
+def _check_compact_mask(x: Tensor, mask_x: Tensor, nnz: int) -> None:
+    if mask_x.dim() != 1 or mask_x.numel() != nnz:
+        raise ValueError(f"dropout_masks[0] must have the shape of x {tuple(x.shape)} or one entry per nonzero "
+                         f"feature ({nnz},), got {tuple(mask_x.shape)}; use sample_dropout_masks.")
+
+
 def _drop_features(x: Tensor, mask_x: Tensor) -> Tensor:
     if mask_x.shape == x.shape:
         return x * mask_x
     idx = _nonzero_flat(x)
-    if mask_x.dim() != 1 or mask_x.numel() != idx.numel():
-        raise ValueError(f"dropout_masks[0] must have the shape of x {tuple(x.shape)} or one entry per nonzero "
-                         f"feature ({idx.numel()},), got {tuple(mask_x.shape)}; use sample_dropout_masks.")
+    _check_compact_mask(x, mask_x, idx.numel())
     flat = x.reshape(-1)
     return torch.zeros_like(flat).index_put((idx,), flat[idx] * mask_x).view_as(x)
 
@@ -183,9 +187,7 @@ def features_times(x: Tensor, W: Tensor, mask_x: Tensor | None = None) -> Tensor
         return (x if mask_x is None else _drop_features(x, mask_x)) @ W
     rows, cols, values = sparse
     if mask_x is not None:
-        if mask_x.dim() != 1 or mask_x.numel() != values.numel():
-            raise ValueError(f"dropout_masks[0] must have the shape of x {tuple(x.shape)} or one entry per nonzero "
-                             f"feature ({values.numel()},), got {tuple(mask_x.shape)}; use sample_dropout_masks.")
+        _check_compact_mask(x, mask_x, values.numel())
         values = values * mask_x
     out = torch.zeros(x.size(0), W.size(1), dtype=W.dtype, device=W.device)
     return out.index_add(0, rows, values.unsqueeze(1) * W.index_select(0, cols))
