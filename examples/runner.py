@@ -176,6 +176,11 @@ def _worker(fn: Callable[[dict[str, Any]], dict[str, Any]], task: dict[str, Any]
     try:
         out = fn(task)
         out.setdefault("status", "ok")
+    except ImportError as exc:  # a broken environment is not a result of the run: stop, record nothing
+        raise RuntimeError(
+            f"{type(exc).__name__}: {exc}. Install the project first: "
+            'pip install -c constraints.txt -e ".[bench]" (README, Installation)'
+        ) from exc
     except Exception as exc:  # a failed run is a result too: record it
         out = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=5)}
     out["wall_s"] = round(time.perf_counter() - t0, 2)

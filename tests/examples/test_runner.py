@@ -99,6 +99,20 @@ def test_failed_runs_are_recorded_then_retried_on_the_next_start(tmp_path):
     assert select_config(store, make, grid, [0])[0] == {"c": 1}
 
 
+def test_a_missing_module_stops_the_runner_and_records_nothing(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    tasks = [{"exp": "t", "config": {"c": c}, "seed": 0} for c in range(3)]
+
+    def uninstalled(task):
+        import lds_not_installed_anywhere  # noqa: F401
+
+    with pytest.raises(RuntimeError, match="No module named 'lds_not_installed_anywhere'.*pip install"):
+        run_all(uninstalled, tasks, Store(path), log=lambda msg: None)
+    store = Store(path)
+    assert not any(store.get(t) for t in tasks)  # no error records: nothing to clean up after installing
+    assert not os.listdir(str(tmp_path / "runs.jsonl.claims"))  # and no claim is left behind
+
+
 def test_fit_resumable_continues_a_cut_off_fit(tmp_path, monkeypatch):
     data = planted_partition(per_class=10, seed=3)
     settings = dict(
