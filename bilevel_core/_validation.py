@@ -34,6 +34,18 @@ def as_tensor_tuple(value: Any, name: str) -> Params:
     return out
 
 
+def check_finite(values: Params, name: str) -> Params:
+    """Raise if any tensor holds NaN or ±inf (e.g. an outer step that diverged)."""
+    for i, v in enumerate(values):
+        if not bool(torch.isfinite(v.detach()).all()):
+            bad = int((~torch.isfinite(v.detach())).sum())
+            raise ValueError(
+                f"{name}[{i}] has {bad} non-finite value(s) (NaN or inf); the hypergradient would be NaN. "
+                "Lower the outer learning rate, or project/clip the hyperparameters after each step."
+            )
+    return values
+
+
 def check_scalar(value: Any, name: str) -> Tensor:
     """Check that an objective returned a scalar tensor."""
     if not isinstance(value, Tensor):

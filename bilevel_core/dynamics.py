@@ -126,6 +126,33 @@ def _check_broadcast(value: Tensor | float, shape: torch.Size, name: str, index:
             )
 
 
+def check_setting(setting: Any, name: str, *, low: float, high: float = float("inf"), closed_low: bool = False) -> Any:
+    """Validate an optimizer setting given at construction: a number, a tensor or a callable.
+
+    A number or tensor must lie in ``(low, high)`` (``[low, high)`` with ``closed_low``); callables are
+    checked when called (their value may depend on the hyperparameters).
+    """
+    if isinstance(setting, bool) or not isinstance(setting, (int, float, Tensor)) and not callable(setting):
+        raise TypeError(
+            f"{name} must be a number, a tensor or a function of the hyperparameters, got {type(setting).__name__}."
+        )
+    if callable(setting):
+        return setting
+    value = setting.detach() if isinstance(setting, Tensor) else torch.tensor(float(setting))
+    if value.numel() == 0:
+        raise ValueError(f"{name} is an empty tensor; give a number or a tensor broadcastable to the parameters.")
+    if not value.is_floating_point():
+        value = value.double()
+    lo, hi = float(value.min()), float(value.max())
+    above = lo >= low if closed_low else lo > low
+    if not (above and hi < high) or not bool(torch.isfinite(value).all()):
+        bound = (f"be {'>=' if closed_low else '>'} {low:g}" if high == float("inf")
+                 else f"lie in {'[' if closed_low else '('}{low:g}, {high:g})")
+        shown = f"{float(value):g}" if value.numel() == 1 else f"values in [{lo:g}, {hi:g}]"
+        raise ValueError(f"{name} must {bound}, got {shown}.")
+    return setting
+
+
 class Dynamics:
     """Base class: ``Φ(state, hparams, batch) -> state`` built from an inner objective.
 
@@ -204,7 +231,7 @@ class GradientDescent(Dynamics):
 
     def __init__(self, inner: Callable[..., Tensor], lr: Setting) -> None:
         super().__init__(inner)
-        self.lr = lr
+        self.lr = check_setting(lr, "lr", low=0.0)
 
     def update(self, state, grads, hparams):
         lr = self._setting(self.lr, hparams, "lr", state.params, state.t)
@@ -224,8 +251,8 @@ class Momentum(Dynamics):
 
     def __init__(self, inner: Callable[..., Tensor], lr: Setting, momentum: Setting = 0.9) -> None:
         super().__init__(inner)
-        self.lr = lr
-        self.momentum = momentum
+        self.lr = check_setting(lr, "lr", low=0.0)
+        self.momentum = check_setting(momentum, "momentum", low=0.0, high=1.0, closed_low=True)
 
     def update(self, state, grads, hparams):
         lr = self._setting(self.lr, hparams, "lr", state.params, state.t)
@@ -265,8 +292,10 @@ class Adam(Dynamics):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}.")
-        self.lr = lr
-        self.betas = betas
+        self.lr = check_setting(lr, "lr", low=0.0)
+        self.betas = tuple(
+            check_setting(b, f"betas[{i}]", low=0.0, high=1.0, closed_low=True) for i, b in enumerate(betas)
+        )
         self.eps = float(eps)
 
     def update(self, state, grads, hparams):

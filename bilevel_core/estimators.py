@@ -35,11 +35,19 @@ def _eps(x: Tensor) -> float:
     return max(_EPS, float(torch.finfo(x.dtype).eps))
 
 
-def _check_probs(probs: Tensor, name: str = "probs") -> None:
+def _check_probs(probs: Tensor, name: str = "probs", unit: bool = True) -> None:
+    """A floating-point tensor; with ``unit``, every value a probability in [0, 1] (one min/max pass)."""
     if not isinstance(probs, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(probs).__name__}.")
     if not probs.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {probs.dtype}.")
+    if unit and probs.numel():
+        lo, hi = torch.aminmax(probs.detach())
+        if not bool((lo >= 0) & (hi <= 1)):
+            raise ValueError(
+                f"{name} must be probabilities in [0, 1], got values in [{float(lo):g}, {float(hi):g}]; "
+                "map logits with torch.sigmoid, or project with clamp(0, 1)."
+            )
 
 
 def _uniforms(
@@ -142,6 +150,7 @@ def straight_through_bernoulli(
 
 def bernoulli_log_prob(probs: Tensor, sample: Tensor) -> Tensor:
     """``log p(z; θ) = Σ z log θ + (1 - z) log(1 - θ)`` (summed over all variables)."""
+    _check_probs(probs)
     e = _eps(probs)
     p = probs.clamp(e, 1 - e)
     return (sample * torch.log(p) + (1 - sample) * torch.log1p(-p)).sum()
@@ -183,7 +192,7 @@ def gumbel_softmax(
     dim: int = -1,
 ) -> Tensor:
     """Categorical Gumbel-softmax (Jang et al., 2017, eq. 1), soft or hard (straight-through)."""
-    _check_probs(logits, "logits")
+    _check_probs(logits, "logits", unit=False)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)

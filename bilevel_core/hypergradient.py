@@ -35,6 +35,7 @@ from ._validation import (
     Params,
     as_tensor_tuple,
     check_callable,
+    check_finite,
     check_positive_int,
     check_same_shapes,
     check_scalar,
@@ -175,7 +176,7 @@ def hypergradient(
         ``(hypergradients, final_state)`` with ``return_state=True``.
     """
     _check_options(method, options)
-    hparams = as_tensor_tuple(hparams, "hparams")
+    hparams = check_finite(as_tensor_tuple(hparams, "hparams"), "hparams")
     if not isinstance(dynamics, Dynamics):
         raise TypeError(
             f"dynamics must be a bilevel_core Dynamics (GradientDescent, Momentum, Adam), got "
@@ -386,7 +387,7 @@ def real_time_hypergradients(
     of step t (e.g. the next training mini-batch, as in hypergradient descent). The final state is
     the generator's return value (``StopIteration.value``).
     """
-    hparams = as_tensor_tuple(hparams, "hparams")
+    hparams = check_finite(as_tensor_tuple(hparams, "hparams"), "hparams")
     check_callable(outer, "outer")
     T = check_positive_int(T, "T")
     every = check_positive_int(every, "every")

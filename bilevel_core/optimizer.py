@@ -35,6 +35,12 @@ Projection = Callable[[Params], Any]
 
 def project_box(low: float | None = None, high: float | None = None) -> Projection:
     """Projection onto the box ``[low, high]`` (in place), e.g. ``[0, 1]`` for Bernoulli parameters."""
+    for name, bound in (("low", low), ("high", high)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
+                                  or bound != bound):
+            raise TypeError(f"project_box: {name} must be a number or None, got {bound!r}.")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"project_box: low={low} exceeds high={high}; the box [low, high] would be empty.")
 
     def project(hparams: Params) -> None:
         with torch.no_grad():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bilevel_core import (
+    Adam,
     DynamicsState,
     FunctionalModule,
     GradientDescent,
@@ -51,6 +52,26 @@ def test_bad_input_errors_name_the_argument():
         hypergradient(state, hp, Momentum(inner, lr=0.1), outer, 3)
     with pytest.raises(ValueError, match="auxiliary slots"):
         hypergradient(DynamicsState(params=w0), hp, Momentum(inner, lr=0.1), outer, 3)
+
+
+def test_out_of_range_settings_and_non_finite_hyperparameters_are_refused():
+    inner, outer, hp, w0 = _problem()
+    with pytest.raises(ValueError, match="lr must be > 0, got -0.1"):
+        GradientDescent(inner, lr=-0.1)
+    with pytest.raises(ValueError, match=r"lr must be > 0, got values in \[-1, 0.5\]"):
+        GradientDescent(inner, lr=torch.tensor([0.5, -1.0]))
+    with pytest.raises(TypeError, match="lr must be a number, a tensor or a function"):
+        GradientDescent(inner, lr="0.1")
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\), got 1"):
+        Momentum(inner, lr=0.1, momentum=1.0)
+    with pytest.raises(ValueError, match=r"betas\[1\] must lie in \[0, 1\), got nan"):
+        Adam(inner, lr=0.1, betas=(0.9, float("nan")))
+    Momentum(inner, lr=lambda h: h[0].exp().sum(), momentum=0.0)  # callables are resolved when called
+    with pytest.raises(ValueError, match=r"hparams\[0\] has 1 non-finite value"):
+        hypergradient(w0, (torch.tensor([0.0, float("nan"), 0.0, 0.0], dtype=DT),), GradientDescent(inner, lr=0.1),
+                      outer, 3)
+    with pytest.raises(ValueError, match="low=1.0 exceeds high=0.0"):
+        project_box(1.0, 0.0)
 
 
 def test_functional_module_adapter_matches_pure_function():

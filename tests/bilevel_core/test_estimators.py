@@ -13,6 +13,7 @@ from bilevel_core import (
     ScoreFunction,
     StraightThrough,
     bernoulli_log_prob,
+    bernoulli_sample,
     gumbel_softmax,
     relaxed_bernoulli,
     straight_through_bernoulli,
@@ -166,3 +167,14 @@ def test_relaxations_stay_finite_at_the_bounds_in_float32():
         y = relaxed_bernoulli(theta, 0.5, torch.Generator().manual_seed(0), hard=hard)
         (g,) = torch.autograd.grad(y.sum(), theta)
         assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(g).all())
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.25, float("nan")])
+def test_samplers_refuse_values_that_are_not_probabilities(bad):
+    probs = torch.tensor([0.2, bad, 0.7], dtype=DT)
+    for sample in (bernoulli_sample, straight_through_bernoulli, lambda p: relaxed_bernoulli(p, 0.5)):
+        with pytest.raises(ValueError, match=r"probs must be probabilities in \[0, 1\].*torch.sigmoid"):
+            sample(probs)
+    with pytest.raises(ValueError, match="probabilities"):
+        bernoulli_log_prob(probs, torch.ones(3, dtype=DT))
+    gumbel_softmax(probs.nan_to_num(0.0) * 10, 1.0)  # logits may be any real number
