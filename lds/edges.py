@@ -20,7 +20,7 @@ from .propagation import all_pairs, pairs_from_edge_index
 
 @dataclass(frozen=True)
 class EdgeUniforms:
-    """The randomness of one graph sample: one uniform per candidate in ``support`` (where θ > 0)."""
+    """The randomness of one graph sample: one uniform per candidate in ``support`` (where θ > 0, ascending)."""
 
     support: Tensor
     values: Tensor
@@ -54,6 +54,12 @@ class EdgeDistribution:
             )
         if probs.shape != (pairs.size(1),):
             raise ValueError(f"probs must have shape ({pairs.size(1)},), got {tuple(probs.shape)}.")
+        if not probs.is_floating_point():
+            raise TypeError(f"probs must be a floating-point tensor, got dtype {probs.dtype}.")
+        lo, hi = torch.aminmax(probs.detach())
+        if not bool((lo >= 0) & (hi <= 1)):
+            raise ValueError(f"probs must be edge probabilities in [0, 1], got values in [{float(lo):g}, "
+                             f"{float(hi):g}].")
         self.pairs = pairs
         self.num_nodes = int(num_nodes)
         self.probs = probs
@@ -131,20 +137,26 @@ class EdgeDistribution:
         return self.draw(generator).dense(self.probs.numel())
 
     def sample(self, generator: torch.Generator | None = None, *, uniforms: Tensor | EdgeUniforms | None = None,
-               probs: Tensor | None = None) -> Tensor:
+               probs: Tensor | None = None, validate: bool = True) -> Tensor:
         """A symmetric graph ``A ~ Ber(θ)`` as values on the candidate pairs, straight-through in θ.
 
         ``uniforms``: from :meth:`draw` (cost O(|support|)) or :meth:`uniforms` (one per candidate).
         The support of a draw must still hold every θ > 0 (θ unchanged since the draw, or only lowered).
+        ``probs`` replaces θ (e.g. an alias that carries a gradient); it is checked to lie in [0, 1] unless
+        ``validate=False`` (one pass over the candidates; LDS projects θ after every update instead).
         """
         theta = self.probs if probs is None else probs
+        check = probs is not None and validate  # self.probs is checked at construction, then projected
         if uniforms is None:
             if generator is None:
                 raise ValueError("sample needs a torch.Generator or precomputed uniforms.")
             uniforms = self.draw(generator)
         if isinstance(uniforms, EdgeUniforms):
-            return straight_through_bernoulli(theta, uniforms=uniforms.values, support=uniforms.support)
-        return straight_through_bernoulli(theta, uniforms=uniforms)
+            if uniforms.support.numel() == theta.numel():  # every θ > 0: the support is arange(P)
+                return straight_through_bernoulli(theta, uniforms=uniforms.values, validate=check)
+            return straight_through_bernoulli(theta, uniforms=uniforms.values, support=uniforms.support,
+                                              validate=check)
+        return straight_through_bernoulli(theta, uniforms=uniforms, validate=check)
 
     def project_(self) -> None:
         """Euclidean projection onto [0, 1]^P, in place."""

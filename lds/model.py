@@ -183,7 +183,7 @@ def lds_objectives(
     train_idx, val_idx, y = prep.train_idx, prep.val_outer_idx, prep.y
 
     def graph(theta: Tensor, uniforms: EdgeUniforms | None) -> tuple[Tensor, Tensor]:
-        values = dist.sample(uniforms=uniforms, probs=theta) if sampling else theta
+        values = dist.sample(uniforms=uniforms, probs=theta, validate=False) if sampling else theta  # θ projected
         return values, dist.pairs
 
     def inner(w, hparams, batch):
@@ -549,7 +549,7 @@ class LDS(BaseEstimator):
                 return torch.softmax(network_logits(params, prep, theta, dist.pairs, backbone=self.backbone_), dim=1)
             total = None
             for _ in range(self.num_samples):
-                values = dist.sample(uniforms=dist.draw(gen), probs=theta)
+                values = dist.sample(uniforms=dist.draw(gen), probs=theta, validate=False)
                 p = torch.softmax(network_logits(params, prep, values, dist.pairs, backbone=self.backbone_), dim=1)
                 total = p if total is None else total + p
             return total / self.num_samples

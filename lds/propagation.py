@@ -62,6 +62,8 @@ import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
+from bilevel_core.estimators import flat_nonzero
+
 __all__ = [
     "DENSE_FRACTION",
     "CandidateGraph",
@@ -318,7 +320,7 @@ class SampledGraph:
         v = values.detach()
         pairs = candidates.pairs
         self.candidates = candidates
-        self.nonzero = torch.nonzero(v, as_tuple=True)[0]
+        self.nonzero = flat_nonzero(v)
         w = v[self.nonzero]
         i, j = pairs[0, self.nonzero], pairs[1, self.nonzero]
         degree = torch.ones(n, dtype=v.dtype, device=v.device)

@@ -14,6 +14,7 @@ from bilevel_core import (
     StraightThrough,
     bernoulli_log_prob,
     bernoulli_sample,
+    flat_nonzero,
     gumbel_softmax,
     relaxed_bernoulli,
     straight_through_bernoulli,
@@ -178,3 +179,20 @@ def test_samplers_refuse_values_that_are_not_probabilities(bad):
     with pytest.raises(ValueError, match="probabilities"):
         bernoulli_log_prob(probs, torch.ones(3, dtype=DT))
     gumbel_softmax(probs.nan_to_num(0.0) * 10, 1.0)  # logits may be any real number
+
+
+@pytest.mark.parametrize("n", [0, 5, 8, 65536, 200_003])
+@pytest.mark.parametrize("density", [0.0, 0.002, 0.5, 1.0])
+def test_flat_nonzero_matches_torch_nonzero(n, density):
+    g = torch.Generator().manual_seed(n)
+    x = (torch.rand(n, generator=g) < density).float()
+    if n > 10:  # values that are nonzero without being 1, and a negative zero (which is zero)
+        x[3], x[7], x[9], x[-1] = float("nan"), -2.5, -0.0, 1e-30
+    expected = torch.nonzero(x, as_tuple=True)[0]
+    assert torch.equal(flat_nonzero(x), expected)
+    assert torch.equal(flat_nonzero(x != 0), expected)
+    assert torch.equal(flat_nonzero(x[1:]), torch.nonzero(x[1:], as_tuple=True)[0])  # offset views
+    assert torch.equal(flat_nonzero((x != 0)[3:]), torch.nonzero(x[3:], as_tuple=True)[0])
+    assert torch.equal(flat_nonzero((x != 0)[::3]), torch.nonzero(x[::3], as_tuple=True)[0])
+    with pytest.raises(ValueError, match="1-D"):
+        flat_nonzero(x.reshape(1, -1))

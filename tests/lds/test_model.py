@@ -188,6 +188,23 @@ def test_bad_input_errors():
         LDS().predict(data)
 
 
+def test_edge_distribution_checks_probs_and_samples_a_full_support_like_a_partial_one():
+    pairs = all_pairs(6)
+    with pytest.raises(ValueError, match=r"edge probabilities in \[0, 1\], got values in \[0, 1.5\]"):
+        EdgeDistribution(pairs, 6, torch.full((15,), 1.5).index_fill_(0, torch.tensor([0]), 0.0))
+    dist = EdgeDistribution(pairs, 6, torch.linspace(0.05, 0.95, 15, dtype=DT))
+    with pytest.raises(ValueError, match="probabilities in"):
+        dist.sample(torch.Generator().manual_seed(0), probs=dist.probs * 2)
+    dist.sample(torch.Generator().manual_seed(0), probs=dist.probs * 2, validate=False)  # the caller vouches
+    # every θ > 0: the draw's support is all of arange(P) and the sample skips the gather; same draws, same
+    # graph as with the support of a partial draw and as the dense uniforms
+    draw = dist.draw(torch.Generator().manual_seed(3))
+    assert torch.equal(draw.support, torch.arange(15))
+    full = dist.sample(uniforms=draw)
+    assert torch.equal(full, bernoulli_sample(dist.probs, uniforms=draw.dense(15)))
+    assert torch.equal(full, bernoulli_sample(dist.probs, uniforms=draw.values, support=draw.support))
+
+
 def test_preprocess_features_auto_rows_sum_to_one_only_when_nonnegative():
     from lds.gcn import preprocess_features
 
