@@ -1,8 +1,9 @@
 """What the learned graph looks like (LDS paper, Figures 9.3–9.4; issue 11 step 8).
 
-One LDS fit on Cora with a fraction of the edges kept (default 50 %, seed 0; τ = 5, outer lr 1.0, all
-pairs). After every outer iteration (``LDS.fit(callback=...)``) it records the mean edge probability θ
-over groups of candidate pairs:
+One LDS fit on Cora with a fraction of the edges kept (default 50 %, seed 0, all pairs), with the
+configuration that ``edge_deletion.py`` chose on validation for that setting when its records hold the
+selection (else τ = 5, outer lr 1.0; ``--hypergrad-every`` / ``--outer-lr`` override). After every outer
+iteration (``LDS.fit(callback=...)``) it records the mean edge probability θ over groups of candidate pairs:
 
 - over the whole graph: the *held-out* true edges (deleted before the fit), the *kept* edges, and the
   other pairs between nodes of the same class and of different classes;
@@ -35,6 +36,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runner import pyplot  # noqa: E402
 
 
+def choose_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """τ and the outer lr: given, else the ones ``edge_deletion.py`` selected on validation, else (5, 1.0)."""
+    config = {"hypergrad_every": 5, "outer_lr": 1.0}
+    origin = "the default: no selection recorded"
+    if os.path.exists(args.selection_store) and not args.quick:
+        from edge_deletion import LDS_GRID, make_task
+        from runner import SELECTION_SEEDS, Store, select_config
+
+        chosen, _ = select_config(Store(args.selection_store), lambda c, s: make_task(
+            args.dataset, args.keep, "lds", c, s, "selection", False), LDS_GRID, SELECTION_SEEDS)
+        if chosen is not None:
+            config, origin = dict(chosen), "chosen on validation by edge_deletion.py"
+    if args.hypergrad_every is not None or args.outer_lr is not None:
+        origin = "given on the command line"
+        config["hypergrad_every"] = args.hypergrad_every or config["hypergrad_every"]
+        config["outer_lr"] = args.outer_lr or config["outer_lr"]
+    return config, origin
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cora", choices=["cora", "citeseer"])
@@ -42,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--hypergrad-every", type=int, default=None, help="τ (default: the selected one)")
+    p.add_argument("--outer-lr", type=float, default=None, help="outer lr (default: the selected one)")
+    p.add_argument("--selection-store", default="results/edge_deletion/runs.jsonl",
+                   help="edge_deletion records whose validation-selected configuration is used")
     p.add_argument("--out", default="results/learned_graph")
     args = p.parse_args(argv)
     out = args.out + ("_quick" if args.quick else "")
@@ -117,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             setup(dist)
         trace.append({"iteration": it, "val_acc": record["val_acc"], **stats(dist.probs.detach())})
 
+    config, origin = choose_config(args)
     extra = {"max_outer_iters": 3, "max_inner_steps": 20, "num_samples": 2} if args.quick else {}
-    model = LDS(hypergrad_every=5, outer_lr=1.0, seed=args.seed, verbose=False, **extra)
+    model = LDS(**config, seed=args.seed, verbose=False, **extra)
     t0 = time.perf_counter()
     model.fit(data, callback=callback)
     fit_s = time.perf_counter() - t0
@@ -129,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
              "val_acc": model.best_val_acc_, "test_acc": model.score(data, data.test_mask), "fit_s": fit_s,
              "examples": examples}
     with open(os.path.join(out, "trace.json"), "w", encoding="utf-8") as fh:
-        json.dump({"trace": trace, "final": final, "settings": vars(args)}, fh, indent=1)
+        json.dump({"trace": trace, "final": final, "settings": {**vars(args), **config}, "config_origin": origin},
+                  fh, indent=1)
 
     cmd = "LDS_DATA_DIR=../shared/data python examples/learned_graph.py" + (" --quick" if args.quick else "")
     lines = [f"# The learned graph ({args.dataset}, {int(100 * args.keep)} % of the edges kept, seed {args.seed})",
-             "", f"Command: `{cmd}`. One LDS fit (τ = 5, outer lr 1.0, all pairs), {len(trace)} outer iterations, "
+             "", f"Command: `{cmd}`. One LDS fit (τ = {config['hypergrad_every']}, outer lr {config['outer_lr']}, "
+             f"{origin}; all pairs), {len(trace)} outer iterations, "
              f"{fit_s:.0f} s; best iteration {model.best_iteration_}, val {100 * model.best_val_acc_:.1f}, test "
              f"{100 * final['test_acc']:.1f}. Test labels are used for this analysis only.", "",
              "| group (whole graph) | mean θ initial | mean θ learned (best iteration) |", "|---|---|---|"]
