@@ -3,7 +3,8 @@
 kNN-LDS and kNN-LDS (dense) against kNN-GCN, Sparse-GCN (Erdős–Rényi), Dense-GCN, RBF-GCN, scikit-learn
 baselines (logistic regression, linear and RBF SVM, random forest, label propagation) and a feed-forward
 net, on Wine, Cancer, Digits (issue 11 step 4), Citeseer and Cora without their graph (step 5) and 20news
-(step 6, on a sparse kNN candidate set: all pairs would be 46 M).
+(step 6, on a sparse candidate set: all pairs would be 46 M; θ starts at 1 on the kNN(k) graph and the
+candidates are the pairs of kNN(2k), so LDS may add edges as well as remove them).
 
 Protocol (no test-set peeking):
 - kNN-LDS grid (the paper code's): τ ∈ {5, 16} × outer lr ∈ {1.0, 0.1} × k ∈ {10, 20} × metric ∈ {cosine,

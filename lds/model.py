@@ -224,6 +224,9 @@ class LDS(BaseEstimator):
         candidates: ``"auto"``, ``"all"`` or ``"sparse"`` (given ∪ kNN(k)).
         max_all_pairs: with ``"auto"``, all pairs are used up to this many pairs.
         k, metric: the kNN graph (initial graph without input graph; extra candidates when sparse).
+        candidate_k: with sparse candidates, the candidate set is the initial graph ∪ kNN(candidate_k).
+            Default: ``k`` when the data has a graph; ``2k`` without one, where the initial graph is kNN(k)
+            itself (candidates equal to the initial graph would let LDS remove edges but never add one).
         init_prob: θ on candidates outside the initial graph.
         sampling: ``False`` runs the GCN on ``A = θ`` (kNN-LDS (dense)); ``True`` samples ``A ~ Ber(θ)``.
         hidden, dropout, weight_decay: the GCN (16, 0.5, 5e-4 on the first layer).
@@ -254,6 +257,7 @@ class LDS(BaseEstimator):
         candidates: str = "auto",
         max_all_pairs: int = 6_000_000,
         k: int = 10,
+        candidate_k: int | None = None,
         metric: str = "cosine",
         init_prob: float = 0.0,
         sampling: bool = True,
@@ -284,6 +288,7 @@ class LDS(BaseEstimator):
         self.candidates = candidates
         self.max_all_pairs = max_all_pairs
         self.k = k
+        self.candidate_k = candidate_k
         self.metric = metric
         self.init_prob = init_prob
         self.sampling = sampling
@@ -310,6 +315,8 @@ class LDS(BaseEstimator):
                      "hidden", "checkpoint_every"):
             positive_int(name)
         positive_int("k", 0)
+        if self.candidate_k is not None:
+            positive_int("candidate_k")
         if self.truncate is not None:
             positive_int("truncate", 0)
             if self.truncate > self.hypergrad_every:
@@ -377,6 +384,12 @@ class LDS(BaseEstimator):
         return Backbone(self.backbone, prep.x.size(1), self.hidden, prep.num_classes, self._torch_dtype,
                         prep.x.device)
 
+    def _candidate_k(self, has_graph: bool) -> int:
+        """k of the kNN pairs added to a sparse candidate set (see ``candidate_k``)."""
+        if self.candidate_k is not None:
+            return self.candidate_k
+        return self.k if has_graph else 2 * self.k
+
     def _build_distribution(self, prep: PreparedData) -> EdgeDistribution:
         n = prep.num_nodes
         has_graph = prep.edge_index.numel() > 0
@@ -391,11 +404,21 @@ class LDS(BaseEstimator):
             raise ValueError("the data has no graph and k=0: give k >= 1 (kNN initial graph) or data.edge_index.")
         init_edges = prep.edge_index.cpu() if has_graph else knn
         candidates = self._resolved_candidates(n)
+        extra = None
+        if candidates == "sparse":
+            extra = knn
+            k_cand = self._candidate_k(has_graph)
+            if k_cand != self.k and k_cand > 0:
+                if k_cand >= n:
+                    raise ValueError(f"candidate_k={k_cand} must be smaller than the number of nodes ({n}).")
+                from lds.datasets import knn_graph
+
+                extra = knn_graph(prep.x.cpu(), k_cand, metric=self.metric)
         return EdgeDistribution.from_candidates(
             n,
             candidates=candidates,
             init_edge_index=init_edges,
-            extra_edge_index=knn if candidates == "sparse" else None,
+            extra_edge_index=extra,
             init_prob=self.init_prob,
             dtype=self._torch_dtype,
             device=self.device,

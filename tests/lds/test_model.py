@@ -205,6 +205,31 @@ def test_edge_distribution_checks_probs_and_samples_a_full_support_like_a_partia
     assert torch.equal(full, bernoulli_sample(dist.probs, uniforms=draw.values, support=draw.support))
 
 
+def test_sparse_candidates_without_a_graph_reach_beyond_the_initial_knn_graph():
+    from lds.datasets import knn_graph
+
+    data = planted_partition(per_class=10, seed=1)
+    del data.edge_index
+    n = data.num_nodes
+    quick = dict(max_outer_iters=1, max_inner_steps=5, num_samples=2, verbose=False, candidates="sparse", k=3)
+
+    def num_pairs(edge_index):
+        return pairs_from_edge_index(edge_index).size(1)
+
+    model = LDS(**quick).fit(data)  # default: candidates kNN(2k) ⊇ the initial kNN(k) graph
+    initial = num_pairs(knn_graph(data.x, 3))
+    assert model.initial_num_edges_ == initial
+    assert model.distribution_.pairs.size(1) == num_pairs(torch.cat([knn_graph(data.x, 3), knn_graph(data.x, 6)], 1))
+    assert model.distribution_.pairs.size(1) > initial
+    wide = LDS(candidate_k=12, **quick).fit(data)
+    assert wide.distribution_.pairs.size(1) > model.distribution_.pairs.size(1)
+    assert wide.initial_num_edges_ == initial  # the extra candidates start at init_prob = 0
+    with pytest.raises(ValueError, match=f"candidate_k={n} must be smaller than the number of nodes"):
+        LDS(candidate_k=n, **quick).fit(data)
+    with pytest.raises(ValueError, match="candidate_k must be an int >= 1"):
+        LDS(candidate_k=0, **quick).fit(data)
+
+
 def test_preprocess_features_auto_rows_sum_to_one_only_when_nonnegative():
     from lds.gcn import preprocess_features
 
