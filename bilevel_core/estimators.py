@@ -94,7 +94,7 @@ def flat_nonzero(x: Tensor) -> Tensor:
     words = x[:n_full].view(torch.uint8).view(torch.int64)
     hits = torch.nonzero(words, as_tuple=True)[0]
     cand = (hits.unsqueeze(1) * group + torch.arange(group, device=x.device)).reshape(-1)
-    out = cand[x[cand] != 0]
+    out = cand[x.index_select(0, cand) != 0]
     if n_full < n:
         out = torch.cat([out, torch.nonzero(x[n_full:], as_tuple=True)[0] + n_full])
     return out

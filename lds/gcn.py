@@ -150,7 +150,7 @@ def _drop_features(x: Tensor, mask_x: Tensor) -> Tensor:
     idx = _nonzero_flat(x)
     _check_compact_mask(x, mask_x, idx.numel())
     flat = x.reshape(-1)
-    return torch.zeros_like(flat).index_put((idx,), flat[idx] * mask_x).view_as(x)
+    return torch.zeros_like(flat).index_put((idx,), flat.index_select(0, idx) * mask_x).view_as(x)
 
 
 _SPARSE_CACHE: Any = WeakIdKeyDictionary()  # x -> (version, (rows, cols, values) or None)
@@ -168,7 +168,7 @@ def _sparse_features(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     out = None
     if x.dim() == 2 and idx.numel() <= SPARSE_FEATURES_MAX_DENSITY * x.numel():
         f = x.size(1)
-        out = (torch.div(idx, f, rounding_mode="floor"), idx % f, x.detach().reshape(-1)[idx])
+        out = (torch.div(idx, f, rounding_mode="floor"), idx % f, x.detach().reshape(-1).index_select(0, idx))
     _SPARSE_CACHE[x] = (x._version, out)
     return out
 

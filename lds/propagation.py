@@ -235,6 +235,7 @@ class CandidateGraph:
             candidate_mode = "dense" if total > 0 and self.num_pairs >= DENSE_FRACTION * total else "gather"
         self.mode: str = candidate_mode
         self._flat_index: Tensor | None = None
+        self._pattern: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     @property
     def is_all_pairs(self) -> bool:
@@ -250,6 +251,25 @@ class CandidateGraph:
             small = self.num_nodes * self.num_nodes < 2**31
             self._flat_index = flat.int() if small else flat  # int32 reads faster and halves the cache
         return self._flat_index
+
+    def sampled_dot(self, left: Tensor, right: Tensor) -> Tensor:
+        """``⟨left_i, right_j⟩`` for every candidate pair ``(i, j)`` ``(P,)``: one sampled dense-dense product
+        (SDDMM, ``torch.sparse.sampled_addmm``) on the pairs' CSR pattern, without the ``P × h`` gathered
+        copies of ``left[i] * right[j]`` (20news, 151 k pairs × 34: 0.8 ms against 6-14 ms)."""
+        if self._pattern is None:
+            pairs, n = self.pairs, self.num_nodes
+            keys = pairs[0] * n + pairs[1]
+            perm = None if bool((keys[1:] > keys[:-1]).all()) else torch.argsort(keys)
+            rows, cols = (pairs[0], pairs[1]) if perm is None else (pairs[0][perm], pairs[1][perm])
+            crow = torch.cat([rows.new_zeros(1), torch.bincount(rows, minlength=n).cumsum(0)])
+            self._pattern = (crow, cols.contiguous(), perm)
+        crow, cols, perm = self._pattern
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            pattern = torch.sparse_csr_tensor(crow, cols, left.new_zeros(cols.numel()),
+                                              (self.num_nodes, self.num_nodes), check_invariants=False)
+            vals = torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0).values()
+        return vals if perm is None else torch.empty_like(vals).index_copy_(0, perm, vals)
 
     def with_mode(self, candidate_mode: CandidateMode) -> CandidateGraph:
         """The same candidate set with another pair-gradient strategy (no new validation)."""
@@ -335,7 +355,8 @@ class SampledGraph:
             crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                self.adjacency = torch.sparse_csr_tensor(crow, cols[order], torch.cat([w, w])[order], (n, n),
+                self.adjacency = torch.sparse_csr_tensor(crow, cols.index_select(0, order),
+                                                         torch.cat([w, w]).index_select(0, order), (n, n),
                                                          check_invariants=False)
 
     def matmul(self, X: Tensor) -> Tensor:
@@ -362,7 +383,7 @@ class _Degree(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_degree: Tensor) -> tuple[Tensor, None]:
         pairs = ctx.graph.candidates.pairs
-        return grad_degree[pairs[0]] + grad_degree[pairs[1]], None  # differentiable (gather)
+        return grad_degree.index_select(0, pairs[0]) + grad_degree.index_select(0, pairs[1]), None  # differentiable
 
 
 def _values_grad_needed(ctx: Any) -> bool:
@@ -406,7 +427,9 @@ def _pair_gradient(values: Tensor, M: Tensor, Y: Tensor, E: Tensor, AE: Tensor,
     if cand.mode == "dense":
         return (left @ right.T).reshape(-1).index_select(0, cand.flat_index)
     pairs = cand.pairs
-    return (left[pairs[0]] * right[pairs[1]]).sum(1)
+    if not grad_mode:
+        return cand.sampled_dot(left, right)
+    return (left.index_select(0, pairs[0]) * right.index_select(0, pairs[1])).sum(1)  # differentiable
 
 
 class PairGradientAccumulator:
@@ -447,7 +470,8 @@ class PairGradientAccumulator:
             # cache-hostile, 156 → 129 ms per window on Citeseer; the sums are the same floats
             G = F.T.contiguous().add_(F).add_(self.c.unsqueeze(1)).add_(self.c.unsqueeze(0))
             return G.reshape(-1).index_select(0, cand.flat_index)
-        return (P[i] * Q[j]).sum(1) + (P[j] * Q[i]).sum(1) + self.c[i] + self.c[j]
+        F = cand.sampled_dot(torch.cat([P, Q], dim=1), torch.cat([Q, P], dim=1))  # ⟨P_i, Q_j⟩ + ⟨Q_i, P_j⟩
+        return F + self.c.index_select(0, i) + self.c.index_select(0, j)
 
 
 _DEFERRED: dict[int, PairGradientAccumulator] = {}  # id(pairs) -> the active accumulator

@@ -85,6 +85,28 @@ def test_forward_matches_dense_reference(mode, subset, kind):
     torch.testing.assert_close(Y, dense_gcn_propagate(values, pairs, M, 30), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("deferred", [False, True])
+def test_gather_strategy_on_unsorted_pairs_matches_dense_reference(deferred):
+    """The gather strategy evaluates ⟨L_i, R_j⟩ by one sampled product on the pairs' CSR pattern; pairs in
+    any order must get their own value back (the pattern is built on the sorted pairs)."""
+    pairs, values, M = _problem(subset=0.3, kind="binary", seed=4)
+    perm = torch.randperm(pairs.size(1), generator=torch.Generator().manual_seed(5))
+    pairs, values = pairs[:, perm], values[perm]
+    assert not bool((pairs[0, 1:] * 30 + pairs[1, 1:] > pairs[0, :-1] * 30 + pairs[1, :-1]).all())
+    W = torch.randn(30, 4, generator=torch.Generator().manual_seed(6), dtype=DT)
+    ref_v = values.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad((W * dense_gcn_propagate(ref_v, pairs, M, 30)).sum(), ref_v)
+    v = values.clone().requires_grad_(True)
+    if deferred:
+        with defer_pair_gradients(pairs, 30, "gather") as acc:
+            Y = gcn_propagate(v, pairs, M, 30, candidate_mode="gather")
+            torch.autograd.grad((W * Y).sum(), v, allow_unused=True)
+        got = acc.gradient()
+    else:
+        (got,) = torch.autograd.grad((W * gcn_propagate(v, pairs, M, 30, candidate_mode="gather")).sum(), v)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("subset,kind", CASES)
 def test_gradients_match_dense_reference_for_every_candidate(mode, subset, kind):
