@@ -314,3 +314,14 @@ def test_fit_callback_sees_every_outer_iteration():
     assert [s[1] for s in seen] == [h["val_acc"] for h in model.history_]
     with pytest.raises(TypeError, match="callback must be callable"):
         LDS(max_outer_iters=1, verbose=False).fit(data, callback=3)
+
+
+def test_baseline_early_stopping_waits_for_min_steps():
+    data = planted_partition(per_class=6, seed=2)
+    eager = GCNBaseline(patience=1, min_steps=0, max_steps=60).fit(data)
+    patient = GCNBaseline(patience=1, min_steps=30, max_steps=60).fit(data)
+    assert eager.steps_ < 30 <= patient.steps_  # patience 1 alone stops at the first step without progress
+    with pytest.raises(ValueError, match="min_steps must be an int >= 0"):
+        GCNBaseline(min_steps=-1).fit(data)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        GCNBaseline(lr=0.0).fit(data)
