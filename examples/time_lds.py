@@ -24,6 +24,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runner import keep_freed_memory  # noqa: E402
 
 
+def code_version(path: str) -> str:
+    """``git describe`` of the checkout that holds ``path`` (``+dirty`` with local changes), or ``unknown``."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", path, "describe", "--always", "--dirty=+dirty"], capture_output=True,
+                             text=True, timeout=10, check=True)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cora")
@@ -38,11 +50,13 @@ def main() -> None:
     p.add_argument("--out", default="results/lds_timing/runs.jsonl")
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's malloc settings alone (by default freed memory is kept for reuse)")
+    p.add_argument("--note", default="", help="free text stored with the record (e.g. what else ran meanwhile)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     kept = False if args.default_malloc else keep_freed_memory()
     from lds.datasets import load_planetoid
 
+    import lds
     from lds import LDS
 
     data = load_planetoid(args.dataset)
@@ -63,6 +77,7 @@ def main() -> None:
         "best_iteration": model.best_iteration_, "val_acc": model.best_val_acc_,
         "test_acc": model.score(data, data.test_mask), "expected_edges": model.distribution_.expected_num_edges(),
         "initial_edges": model.initial_num_edges_, "keep_freed_memory": kept,
+        "code": code_version(os.path.dirname(lds.__file__)), "note": args.note,
     }
     if args.device.startswith("cuda"):
         record["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
