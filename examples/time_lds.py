@@ -25,13 +25,20 @@ from runner import keep_freed_memory  # noqa: E402
 
 
 def code_version(path: str) -> str:
-    """``git describe`` of the checkout that holds ``path`` (``+dirty`` with local changes), or ``unknown``."""
+    """The commit of the checkout that holds ``path`` (``+dirty`` when its lds/ or bilevel_core/ differ), or
+    ``unknown``."""
     import subprocess
 
+    def git(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", path, *cmd], capture_output=True, text=True, timeout=10)
+
     try:
-        out = subprocess.run(["git", "-C", path, "describe", "--always", "--dirty=+dirty"], capture_output=True,
-                             text=True, timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode:
+            return "unknown"
+        top = git("rev-parse", "--show-toplevel").stdout.strip()
+        dirty = git("-C", top, "diff", "--quiet", "HEAD", "--", "lds", "bilevel_core").returncode
+        return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
