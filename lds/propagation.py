@@ -234,8 +234,9 @@ class CandidateGraph:
         if candidate_mode == "auto":
             candidate_mode = "dense" if total > 0 and self.num_pairs >= DENSE_FRACTION * total else "gather"
         self.mode: str = candidate_mode
-        self._flat_index: Tensor | None = None
-        self._pattern: tuple[Tensor, Tensor, Tensor | None] | None = None
+        # derived tensors, shared by the CandidateGraphs that candidate_graph() hands out for one pairs tensor;
+        # they never refer to pairs itself, so the cache keyed weakly by pairs can let it go
+        self._derived: dict[str, Any] = {}
 
     @property
     def is_all_pairs(self) -> bool:
@@ -246,24 +247,24 @@ class CandidateGraph:
     @property
     def flat_index(self) -> Tensor:
         """``i·N + j`` per pair: where the dense strategy reads ``G``."""
-        if self._flat_index is None:
+        if "flat_index" not in self._derived:
             flat = self.pairs[0] * self.num_nodes + self.pairs[1]
             small = self.num_nodes * self.num_nodes < 2**31
-            self._flat_index = flat.int() if small else flat  # int32 reads faster and halves the cache
-        return self._flat_index
+            self._derived["flat_index"] = flat.int() if small else flat  # int32 reads faster, halves the cache
+        return self._derived["flat_index"]
 
     def sampled_dot(self, left: Tensor, right: Tensor) -> Tensor:
         """``⟨left_i, right_j⟩`` for every candidate pair ``(i, j)`` ``(P,)``: one sampled dense-dense product
         (SDDMM, ``torch.sparse.sampled_addmm``) on the pairs' CSR pattern, without the ``P × h`` gathered
         copies of ``left[i] * right[j]`` (20news, 151 k pairs × 34: 0.8 ms against 6-14 ms)."""
-        if self._pattern is None:
+        if "pattern" not in self._derived:
             pairs, n = self.pairs, self.num_nodes
             keys = pairs[0] * n + pairs[1]
             perm = None if bool((keys[1:] > keys[:-1]).all()) else torch.argsort(keys)
             rows, cols = (pairs[0], pairs[1]) if perm is None else (pairs[0][perm], pairs[1][perm])
             crow = torch.cat([rows.new_zeros(1), torch.bincount(rows, minlength=n).cumsum(0)])
-            self._pattern = (crow, cols.contiguous(), perm)
-        crow, cols, perm = self._pattern
+            self._derived["pattern"] = (crow, cols.clone(), perm)  # a copy: a view would keep pairs alive
+        crow, cols, perm = self._derived["pattern"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             pattern = torch.sparse_csr_tensor(crow, cols, left.new_zeros(cols.numel()),
@@ -283,7 +284,9 @@ class CandidateGraph:
         return f"CandidateGraph(num_nodes={self.num_nodes}, num_pairs={self.num_pairs}, mode={self.mode!r})"
 
 
-_CANDIDATES: Any = WeakIdKeyDictionary()  # pairs -> {"version", "validated": {N}, (N, mode): CandidateGraph}
+# pairs -> {"version", "validated": {N}, (N, mode): derived tensors}. The values must not refer to pairs: a
+# value that did would keep its weak key alive for ever (GCN-RND draws a new pairs tensor at every step).
+_CANDIDATES: Any = WeakIdKeyDictionary()
 
 
 def candidate_graph(pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mode: CandidateMode = "auto", *,
@@ -309,11 +312,8 @@ def candidate_graph(pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mo
     if validate and num_nodes not in entries["validated"]:
         check_pairs(pairs, num_nodes)
         entries["validated"].add(num_nodes)
-    key = (num_nodes, candidate_mode)
-    cand = entries.get(key)
-    if cand is None:
-        cand = CandidateGraph(pairs, num_nodes, candidate_mode, validate=False)
-        entries[key] = cand
+    cand = CandidateGraph(pairs, num_nodes, candidate_mode, validate=False)
+    cand._derived = entries.setdefault((num_nodes, cand.mode), {})
     cand.validated = num_nodes in entries["validated"]
     return cand
 
