@@ -35,6 +35,7 @@ from runner import (  # noqa: E402
     mean_std,
     pyplot,
     run_all,
+    run_seconds,
     select_config,
 )
 
@@ -229,10 +230,10 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                 d, k, "lds", c, s, "selection", args.quick), LDS_GRID, args.selection_seeds)
             sel_rows.append(f"| {dataset} | {int(keep * 100)} % | " + " | ".join(sel_cells)
                             + f" | {chosen if chosen else 'pending'} |")
-            lds_fits = [r["wall_s"] for r in here if r["task"]["method"] == "lds"]
+            lds_fits = [run_seconds(r) for r in here if r["task"]["method"] == "lds"]
             time_rows.append(f"| {dataset} | {int(keep * 100)} % | {len(here)} | {len(lds_fits)} | "
                              f"{statistics.median(lds_fits) / 60 if lds_fits else float('nan'):.1f} | "
-                             f"{sum(r['wall_s'] for r in here) / 3600:.2f} |")
+                             f"{sum(run_seconds(r) for r in here) / 3600:.2f} |")
             for method in ("gcn", "gcn_rnd", "lds"):
                 recs = [r for r in here if r["task"]["method"] == method and r["task"]["role"] == "report"]
                 if not recs:
@@ -260,6 +261,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             "for the outer objective, as the paper does. GCN and GCN-RND have no grid (Kipf's defaults).", "",
             *rows, "", "## Selection (LDS): mean early-stopping validation accuracy (%) (selection runs held)", "",
             *sel_rows, "", "## Wall time (one thread per run, 2-core machine shared by two runners)", "",
+            "A fit resumed from its checkpoint counts the time of every process that ran it; fits resumed before "
+            "2026-11-29 count their last part only.", "",
             *time_rows, *(extras or []), "", "Runs held:", *[f"- {h}" for h in held]]
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")

@@ -47,6 +47,7 @@ from runner import (  # noqa: E402
     mean_std,
     pyplot,
     run_all,
+    run_seconds,
     select_config,
 )
 
@@ -223,14 +224,15 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
                 and r["task"]["quick"] == args.quick and r.get("status") == "ok"]
         if here:
             fits = sum(1 for r in here if r["task"]["method"] in ("knn_lds", "knn_lds_dense"))
-            time_rows.append(f"| {dataset} | {len(here)} | {fits} | {sum(r['wall_s'] for r in here) / 3600:.2f} |")
+            time_rows.append(f"| {dataset} | {len(here)} | {fits} | {sum(run_seconds(r) for r in here) / 3600:.2f} |")
     text = ["# No input graph (LDS paper Table 9.2)", "",
             "Selection on the early-stopping validation half of seed 100 only; 5 reporting seeds (0–4) give "
             "mean ± std of test accuracy. LDS also uses the other validation half for the graph, as the paper "
             "does.", "", *rows, "",
             f"LDS fits recorded: {len(lds_time)}, {statistics.fmean(lds_time) if lds_time else 0:.0f} s each on "
             "average (one thread, machine shared with other jobs).", "", "Wall time, all runs (selection and "
-            "reporting), one thread each:", "", *time_rows, "", "Runs held:", *[f"- {h}" for h in held]]
+            "reporting), one thread each (a resumed fit counts every process that ran it; fits resumed before "
+            "2026-11-29 count their last part only):", "", *time_rows, "", "Runs held:", *[f"- {h}" for h in held]]
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")
     print("\n".join(rows))

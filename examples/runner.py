@@ -224,6 +224,13 @@ def run_all(
             log(f"done {describe(t)}: {summarize(res)}")
 
 
+def run_seconds(rec: dict[str, Any]) -> float:
+    """Seconds a recorded run took: its wall time, or for a fit resumed from a checkpoint the fit's own time
+    summed over the processes that ran it (``fit_s``, when larger). Fits resumed before LDS kept the time
+    of earlier processes in its checkpoints count their last part only."""
+    return max(float(rec.get("wall_s", 0.0)), float(rec.get("fit_s", 0.0)))
+
+
 def describe(task: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in task.items() if k not in ("note",))
 

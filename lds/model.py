@@ -462,6 +462,7 @@ class LDS(BaseEstimator):
         self.initial_num_edges_ = dist.expected_num_edges()
         start_iter, num_updates, best, since_best = 0, 0, None, 0
         history: list[dict[str, float]] = []
+        elapsed = 0.0  # compute time of earlier runs of this fit (resume): times below add up across resumes
         if resume is not None:
             ck = torch.load(resume, map_location=device, weights_only=False)
             self._check_resume(ck, dist)
@@ -471,9 +472,10 @@ class LDS(BaseEstimator):
             gen.set_state(ck["generator"])
             start_iter, num_updates, since_best = ck["iteration"], ck["num_updates"], ck["since_best"]
             best, history = ck["best"], ck["history"]
+            elapsed = float(ck.get("elapsed", history[-1]["time"] if history else 0.0))
 
         truncate = self.hypergrad_every if self.truncate is None else self.truncate
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - elapsed
         bar = tqdm(total=self.max_outer_iters, initial=start_iter, disable=not self.verbose, desc="LDS",
                    dynamic_ncols=True)
         interrupted = False
@@ -499,8 +501,8 @@ class LDS(BaseEstimator):
                                 edges=f"{record['expected_edges']:.0f}", steps=steps)
                 done = since_best >= self.patience
                 if checkpoint is not None and ((it + 1) % self.checkpoint_every == 0 or done):
-                    self._save_checkpoint(checkpoint, dist, lr_logit, gen, it + 1, num_updates, since_best,
-                                          best, history)
+                    self._save_checkpoint(checkpoint, time.perf_counter() - t0, dist, lr_logit, gen, it + 1,
+                                          num_updates, since_best, best, history)
                 if done:
                     break
         except KeyboardInterrupt:
@@ -645,8 +647,10 @@ class LDS(BaseEstimator):
         return self.distribution_.edge_probs()
 
     # ------------------------------------------------------------------ persistence
-    def _save_checkpoint(self, path, dist, lr_logit, gen, iteration, num_updates, since_best, best, history) -> None:
-        state = {"kind": "lds-checkpoint", "params": self.get_params(), "probs": dist.probs.detach().cpu(),
+    def _save_checkpoint(self, path, elapsed, dist, lr_logit, gen, iteration, num_updates, since_best, best,
+                         history) -> None:
+        state = {"kind": "lds-checkpoint", "elapsed": elapsed, "params": self.get_params(),
+                 "probs": dist.probs.detach().cpu(),
                  "num_pairs": dist.pairs.size(1), "lr_logit": lr_logit.detach().cpu(), "generator": gen.get_state(),
                  "iteration": iteration, "num_updates": num_updates, "since_best": since_best, "best": best,
                  "history": history}

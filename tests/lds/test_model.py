@@ -108,9 +108,13 @@ def test_same_seed_identical_and_resume_reproduces(tmp_path):
     assert torch.equal(full.distribution_.probs, again.distribution_.probs)
     assert [h["val_acc"] for h in full.history_] == [h["val_acc"] for h in again.history_]
     ck = tmp_path / "ck.pt"
-    LDS(**{**settings, "max_outer_iters": 4}).fit(data, checkpoint=ck)
+    first = LDS(**{**settings, "max_outer_iters": 4}).fit(data, checkpoint=ck)
     resumed = LDS(**settings).fit(data, resume=ck)
     assert len(resumed.history_) == len(full.history_)
+    # times add up across the resume: the clock continues from the checkpoint's elapsed time
+    assert torch.load(ck, weights_only=False)["elapsed"] == pytest.approx(first.history_[-1]["time"], abs=0.5)
+    times = [h["time"] for h in resumed.history_]
+    assert times == sorted(times) and resumed.fit_time_ >= times[3] >= first.history_[3]["time"]
     assert torch.equal(resumed.distribution_.probs, full.distribution_.probs)
     for p, q in zip(resumed.params_, full.params_):
         assert torch.equal(p, q)
