@@ -184,6 +184,10 @@ def _worker(fn: Callable[[dict[str, Any]], dict[str, Any]], task: dict[str, Any]
     except Exception as exc:  # a failed run is a result too: record it
         out = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=5)}
     out["wall_s"] = round(time.perf_counter() - t0, 2)
+    try:  # the runner's resident size after the run: a leak across runs shows as a climb (Linux only)
+        out["rss_mb"] = proc_status_kb("VmRSS") // 1024
+    except (OSError, KeyError):
+        pass
     return out
 
 

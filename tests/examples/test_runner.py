@@ -42,6 +42,8 @@ def test_records_resume_and_side_by_side_runners_split_the_work(tmp_path):
     run_all(fn, tasks, a, log=lambda msg: None)
     assert calls == [0, 1, 3]  # seed 2 was done by the other runner: picked up, not repeated
     assert Store(path).records.keys() == {run_key(t) for t in tasks}
+    if platform.system() == "Linux":  # each record carries the runner's resident size, to spot leaks
+        assert Store(path).get(tasks[0])["rss_mb"] > 10
     calls.clear()
     run_all(fn, tasks, Store(path), log=lambda msg: None)
     assert calls == []  # everything is recorded: a restart runs nothing
