@@ -19,7 +19,7 @@ from torch import Tensor
 from bilevel_core import Adam
 
 from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
-from .model import PreparedData, split_validation, validate_data
+from .model import PreparedData, check_int_setting, split_validation, validate_data
 from .propagation import pairs_from_edge_index
 
 GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf")
@@ -138,9 +138,7 @@ class GCNBaseline(BaseEstimator):
         if self.graph not in GRAPHS:
             raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}.")
         for name, minimum in (("max_steps", 1), ("patience", 1), ("min_steps", 0), ("num_samples", 1), ("hidden", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}.")
+            check_int_setting(self, name, minimum)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
         if not 0.0 <= self.dropout < 1.0:

@@ -207,6 +207,13 @@ def lds_objectives(
 # ----------------------------------------------------------------------------- the estimator
 
 
+def check_int_setting(estimator: Any, name: str, minimum: int = 1) -> None:
+    """Raise unless the estimator's setting ``name`` is an int (not a bool) ``>= minimum``."""
+    v = getattr(estimator, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}.")
+
+
 class LDS(BaseEstimator):
     """LDS / kNN-LDS estimator (scikit-learn contract: ``fit`` returns self, ``predict``, ``score``).
 
@@ -306,9 +313,7 @@ class LDS(BaseEstimator):
     # ------------------------------------------------------------------ settings
     def _check_settings(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}.")
+            check_int_setting(self, name, minimum)
 
         positive_int("hypergrad_every")
         for name in ("num_samples", "patience", "max_inner_steps", "inner_patience", "max_outer_iters",

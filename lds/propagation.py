@@ -426,9 +426,9 @@ def _pair_gradient(values: Tensor, M: Tensor, Y: Tensor, E: Tensor, AE: Tensor,
     right = torch.cat([sM, sE, ones, c], dim=1)
     if cand.mode == "dense":
         return (left @ right.T).reshape(-1).index_select(0, cand.flat_index)
-    pairs = cand.pairs
     if not grad_mode:
         return cand.sampled_dot(left, right)
+    pairs = cand.pairs
     return (left.index_select(0, pairs[0]) * right.index_select(0, pairs[1])).sum(1)  # differentiable
 
 
