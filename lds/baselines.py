@@ -33,7 +33,11 @@ class GCNBaseline(BaseEstimator):
         k, metric: kNN graph (``"knn"``).
         num_random_edges: pairs added per step for ``"random"`` (default: as many as the given graph has).
         er_prob: edge probability of ``"erdos_renyi"`` (default ``k / N``, about the kNN degree).
-        rbf_gamma: ``γ`` of ``exp(-γ||x_i - x_j||²)`` (default 1 / median squared distance).
+        rbf_gamma: ``γ`` of ``exp(-γ||x_i - x_j||²)``; by default ``rbf_scale`` / the median squared distance
+            between the features the kernel is applied to (after ``normalize_features``: a γ taken from the raw
+            features of row-normalised data, e.g. digits or bag-of-words, is far too small and gives the
+            complete graph).
+        rbf_scale: the multiple of 1 / median squared distance used when ``rbf_gamma`` is None.
         lr, max_steps, patience: Adam's learning rate, the step budget, early-stopping patience (steps).
         min_steps: early stopping never ends a run before this many steps. A run can sit on its initial
             plateau for longer than ``patience`` (Cora, 50 % of the edges, GCN-RND, seed 0: validation 24 %
@@ -50,6 +54,7 @@ class GCNBaseline(BaseEstimator):
         num_random_edges: int | None = None,
         er_prob: float | None = None,
         rbf_gamma: float | None = None,
+        rbf_scale: float = 1.0,
         lr: float = 0.01,
         max_steps: int = 400,
         patience: int = 50,
@@ -69,6 +74,7 @@ class GCNBaseline(BaseEstimator):
         self.num_random_edges = num_random_edges
         self.er_prob = er_prob
         self.rbf_gamma = rbf_gamma
+        self.rbf_scale = rbf_scale
         self.lr = lr
         self.max_steps = max_steps
         self.patience = patience
@@ -113,7 +119,7 @@ class GCNBaseline(BaseEstimator):
             gamma = self.rbf_gamma
             if gamma is None:
                 off = d2[~torch.eye(n, dtype=torch.bool, device=d2.device)]
-                gamma = 1.0 / float(off.median().clamp_min(1e-12))
+                gamma = self.rbf_scale / float(off.median().clamp_min(1e-12))
             a = torch.exp(-gamma * d2)
             return a - torch.diag(torch.diagonal(a))
         else:
@@ -141,6 +147,11 @@ class GCNBaseline(BaseEstimator):
             check_int_setting(self, name, minimum)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
+        for name in ("rbf_gamma", "rbf_scale"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         x, y, masks, num_classes = validate_data(data)

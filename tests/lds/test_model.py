@@ -329,3 +329,17 @@ def test_baseline_early_stopping_waits_for_min_steps():
         GCNBaseline(min_steps=-1).fit(data)
     with pytest.raises(ValueError, match="lr must be > 0"):
         GCNBaseline(lr=0.0).fit(data)
+
+
+def test_baseline_rbf_kernel_is_scaled_on_the_features_it_uses():
+    data = planted_partition(per_class=6, seed=3)
+    data.x = data.x.abs() * 10.0  # non-negative: "auto" row-normalises, so the raw features' median is wrong
+    model = GCNBaseline(graph="rbf", rbf_scale=4.0, max_steps=1, min_steps=0).fit(data)
+    x = data.x / data.x.sum(1, keepdim=True)
+    d2 = torch.cdist(x.double(), x.double()).pow(2)
+    off = ~torch.eye(x.size(0), dtype=torch.bool)
+    expected = torch.exp(-4.0 / d2[off].median() * d2) * off
+    torch.testing.assert_close(model.graph_.double(), expected, rtol=1e-4, atol=1e-6)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="rbf_scale must be a finite number > 0"):
+            GCNBaseline(graph="rbf", rbf_scale=bad).fit(data)
