@@ -214,6 +214,20 @@ def check_int_setting(estimator: Any, name: str, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}.")
 
 
+def check_device(device: Any) -> torch.device:
+    """``torch.device(device)``, or a clear error when it is malformed or this torch/machine cannot use it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be e.g. 'cpu', 'cuda' or 'cuda:0', got {device!r} ({exc}).") from None
+    try:
+        torch.empty(0, device=dev)
+    except (AssertionError, RuntimeError) as exc:
+        hint = " (torch.cuda.is_available() is False here)" if dev.type == "cuda" else ""
+        raise ValueError(f"device={str(dev)!r} is not usable{hint}: {exc}. Use device='cpu'.") from None
+    return dev
+
+
 class LDS(BaseEstimator):
     """LDS / kNN-LDS estimator (scikit-learn contract: ``fit`` returns self, ``predict``, ``score``).
 
@@ -346,6 +360,7 @@ class LDS(BaseEstimator):
             raise ValueError(f"backbone must be 'gcn', 'gcnconv', 'graphconv' or a callable, got {self.backbone!r}.")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
+        check_device(self.device)
 
     @property
     def _torch_dtype(self) -> torch.dtype:

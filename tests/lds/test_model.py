@@ -343,3 +343,15 @@ def test_baseline_rbf_kernel_is_scaled_on_the_features_it_uses():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="rbf_scale must be a finite number > 0"):
             GCNBaseline(graph="rbf", rbf_scale=bad).fit(data)
+
+
+def test_unusable_device_and_dtype_get_clear_errors():
+    data = planted_partition(per_class=6, seed=1)
+    with pytest.raises(ValueError, match="device must be e.g."):
+        LDS(device="gpu0", verbose=False).fit(data)
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        GCNBaseline(dtype="float16").fit(data)
+    if not torch.cuda.is_available():
+        for estimator in (LDS(device="cuda", verbose=False), GCNBaseline(device="cuda")):
+            with pytest.raises(ValueError, match="device='cuda' is not usable.*Use device='cpu'"):
+                estimator.fit(data)
