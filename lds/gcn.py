@@ -227,7 +227,8 @@ def _propagator(graph: Any, n: int, candidate_mode: CandidateMode, validate: boo
     if validate and values.shape != (cand.num_pairs,):
         raise ValueError(f"graph values must have shape ({cand.num_pairs},), one per candidate pair, "
                          f"got {tuple(values.shape)}.")
-    sampled = SampledGraph(values, cand)  # shared by both layers and their backward passes
+    sampled = SampledGraph.of(values, cand)  # shared by both layers and their backward passes (and by later
+    # forward passes on the same tensor inside reuse_sampled_graphs)
     if validate and bool((sampled.degree <= 0).any()):
         raise ValueError("graph values give a node a degree d̃ = 1 + Σ_j A_ij <= 0; keep values >= 0.")
     return lambda M: gcn_propagate(values, cand, M, n, validate=False, sampled_graph=sampled)

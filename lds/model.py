@@ -28,7 +28,7 @@ from bilevel_core import Adam, DynamicsState, hypergradient
 from .backbones import Backbone
 from .edges import EdgeDistribution, EdgeUniforms
 from .gcn import _drop_features, gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
-from .propagation import candidate_graph, defer_pair_gradients, to_edge_index
+from .propagation import candidate_graph, defer_pair_gradients, reuse_sampled_graphs, to_edge_index
 
 INNER_LR_RANGE = (1e-4, 0.05)
 
@@ -568,7 +568,9 @@ class LDS(BaseEstimator):
             # The built-in GCN reaches θ through values = θ or a straight-through sample (∂values/∂θ = I):
             # its pair gradients are summed over the window and formed once (one N×N product per window).
             deferred = defer_pair_gradients(dist.pairs, prep.num_nodes) if defer else nullcontext()
-            with deferred as acc:
+            # Without sampling every step of the window propagates on θ itself: one graph build per window.
+            reuse = nullcontext() if self.sampling else reuse_sampled_graphs()
+            with deferred as acc, reuse:
                 grads, state = hypergradient(state, hp, dynamics, outer, window, truncate=min(truncate, window),
                                              batches=batches, stop=stop, return_state=True)
             if acc is not None:

@@ -19,6 +19,7 @@ from lds.propagation import (
     dense_normalized_adjacency,
     gcn_propagate,
     pairs_from_edge_index,
+    reuse_sampled_graphs,
     to_edge_index,
 )
 
@@ -387,3 +388,41 @@ def test_validate_false_trusts_the_caller_and_cached_pairs_are_checked_once():
     good[0, 0] = 3  # in-place change: the cached check is forgotten
     with pytest.raises(ValueError, match=r"pairs\[0\] < pairs\[1\]"):
         gcn_propagate(torch.zeros(10, dtype=DT), good, torch.randn(5, 2, dtype=DT))
+
+
+def test_the_pair_term_is_skipped_for_a_leaf_values_tensor_whose_gradient_is_not_asked(monkeypatch):
+    """A = θ itself (a leaf): an inner step asks for ∂L/∂W only, so the N×N pair term must not be formed."""
+    calls = []
+    original = propagation._pair_gradient
+    monkeypatch.setattr(propagation, "_pair_gradient", lambda *a, **k: calls.append(1) or original(*a, **k))
+    pairs = all_pairs(12)
+    values = torch.rand(pairs.size(1), dtype=DT, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    M = torch.randn(12, 3, dtype=DT, requires_grad=True)
+    Y = gcn_propagate(values, pairs, M, 12)
+    (gM,) = torch.autograd.grad(Y.pow(2).sum(), M, create_graph=True)
+    assert not calls
+    (gv,) = torch.autograd.grad(gM.sum(), values)  # and it is formed when it is asked for (second order)
+    assert calls
+    (ref,) = torch.autograd.grad(
+        torch.autograd.grad(dense_gcn_propagate(values, pairs, M, 12).pow(2).sum(), M, create_graph=True)[0].sum(),
+        values)
+    torch.testing.assert_close(gv, ref)
+
+
+def test_reuse_sampled_graphs_builds_once_per_unchanged_values_tensor():
+    pairs = all_pairs(15)
+    values = torch.rand(pairs.size(1), dtype=DT, generator=torch.Generator().manual_seed(1))
+    values[values < 0.5] = 0
+    cand = candidate_graph(pairs, 15)
+    assert SampledGraph.of(values, cand).nonzero is not SampledGraph.of(values, cand).nonzero  # no reuse outside
+    M = torch.randn(15, 2, dtype=DT)
+    with reuse_sampled_graphs():
+        first = SampledGraph.of(values, cand)
+        assert SampledGraph.of(values, cand).adjacency is first.adjacency
+        torch.testing.assert_close(gcn_propagate(values, pairs, M, 15), dense_gcn_propagate(values, pairs, M, 15))
+        values.mul_(0.5)  # an in-place change moves the version counter: the graph is built again
+        again = SampledGraph.of(values, cand)
+        assert again.adjacency is not first.adjacency
+        torch.testing.assert_close(again.degree, SampledGraph(values, cand).degree)
+        torch.testing.assert_close(gcn_propagate(values, pairs, M, 15), dense_gcn_propagate(values, pairs, M, 15))
+    assert not propagation._REUSE
