@@ -355,3 +355,16 @@ def test_unusable_device_and_dtype_get_clear_errors():
         for estimator in (LDS(device="cuda", verbose=False), GCNBaseline(device="cuda")):
             with pytest.raises(ValueError, match="device='cuda' is not usable.*Use device='cpu'"):
                 estimator.fit(data)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run by examples/device_check.sh on a GPU)")
+def test_a_cuda_fit_matches_the_cpu_fit():
+    """The graphs are drawn on the CPU generator, so in float64 a CUDA fit follows the CPU fit."""
+    data = planted_partition(per_class=8, seed=4)
+    settings = dict(max_outer_iters=2, max_inner_steps=15, num_samples=2, verbose=False, dtype="float64", seed=3)
+    cpu = LDS(device="cpu", **settings).fit(data)
+    gpu = LDS(device="cuda", **settings).fit(data)
+    assert gpu.distribution_.probs.device.type == "cuda"
+    torch.testing.assert_close(gpu.distribution_.probs.cpu(), cpu.distribution_.probs, rtol=1e-6, atol=1e-8)
+    assert gpu.best_val_acc_ == cpu.best_val_acc_
+    torch.testing.assert_close(gpu.predict_proba(data), cpu.predict_proba(data), rtol=1e-6, atol=1e-8)
