@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -149,7 +150,7 @@ class GCNBaseline(BaseEstimator):
             raise ValueError(f"lr must be > 0, got {self.lr}.")
         for name in ("rbf_gamma", "rbf_scale"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
                                           and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
         if not 0.0 <= self.dropout < 1.0:
