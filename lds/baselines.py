@@ -20,7 +20,7 @@ from torch import Tensor
 from bilevel_core import Adam
 
 from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
-from .model import PreparedData, check_device, check_int_setting, split_validation, validate_data
+from .model import PreparedData, check_dtype_and_device, check_int_setting, split_validation, validate_data
 from .propagation import pairs_from_edge_index
 
 GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf")
@@ -155,11 +155,9 @@ class GCNBaseline(BaseEstimator):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
-        check_device(self.device)
+        device = check_dtype_and_device(self.dtype, self.device)
         x, y, masks, num_classes = validate_data(data)
-        device, dtype = torch.device(self.device), self._torch_dtype
+        dtype = self._torch_dtype
         gen = torch.Generator().manual_seed(self.seed)
         _, val_stop = split_validation(masks["val_mask"], self.seed)
         y = y.clone().long()

@@ -214,8 +214,11 @@ def check_int_setting(estimator: Any, name: str, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}.")
 
 
-def check_device(device: Any) -> torch.device:
-    """``torch.device(device)``, or a clear error when it is malformed or this torch/machine cannot use it."""
+def check_dtype_and_device(dtype: Any, device: Any) -> torch.device:
+    """Raise unless ``dtype`` is ``"float32"``/``"float64"`` and this torch/machine can use ``device``; return
+    ``torch.device(device)``."""
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -358,9 +361,7 @@ class LDS(BaseEstimator):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if isinstance(self.backbone, str) and self.backbone not in ("gcn", "gcnconv", "graphconv"):
             raise ValueError(f"backbone must be 'gcn', 'gcnconv', 'graphconv' or a callable, got {self.backbone!r}.")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
-        check_device(self.device)
+        check_dtype_and_device(self.dtype, self.device)
 
     @property
     def _torch_dtype(self) -> torch.dtype:

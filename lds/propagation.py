@@ -56,7 +56,6 @@ Example:
 from __future__ import annotations
 
 import warnings
-import weakref
 from typing import Any, Literal
 
 import torch
@@ -369,17 +368,13 @@ class SampledGraph:
             return cls(values, candidates)
         hit = _REUSE[-1].get(values)
         if hit is not None:
-            version, pairs_ref, num_nodes, parts = hit
-            if version == values._version and pairs_ref() is candidates.pairs and num_nodes == candidates.num_nodes:
-                graph = cls.__new__(cls)
-                graph.candidates = candidates
-                graph.nonzero, graph.degree, graph.inv_sqrt_degree, graph.adjacency = parts
+            version, graph = hit
+            cand = graph.candidates
+            if (version == values._version and cand.pairs is candidates.pairs
+                    and cand.num_nodes == candidates.num_nodes and cand.mode == candidates.mode):
                 return graph
         graph = cls(values, candidates)
-        # the cached parts never refer to pairs (a weak reference identifies it): the candidate cache keyed
-        # weakly by pairs can still let it go
-        _REUSE[-1][values] = (values._version, weakref.ref(candidates.pairs), candidates.num_nodes,
-                              (graph.nonzero, graph.degree, graph.inv_sqrt_degree, graph.adjacency))
+        _REUSE[-1][values] = (values._version, graph)  # holds pairs only until the context ends
         return graph
 
     def matmul(self, X: Tensor) -> Tensor:
@@ -389,7 +384,7 @@ class SampledGraph:
         return self.adjacency @ X
 
 
-_REUSE: list[Any] = []  # the active reuse_sampled_graphs caches: values -> (version, weakref(pairs), N, parts)
+_REUSE: list[Any] = []  # the active reuse_sampled_graphs caches: values -> (its version when built, graph)
 
 
 class reuse_sampled_graphs:  # noqa: N801 (a context manager, used like a function)
