@@ -8,9 +8,9 @@ Example:
     >>> model.score(data, data.test_mask)                            # doctest: +SKIP
 """
 
-from .baselines import GCNBaseline
+from .baselines import GCNBaseline, label_propagation
 from .edges import EdgeDistribution
 from .model import LDS
 
-__all__ = ["LDS", "EdgeDistribution", "GCNBaseline"]
+__all__ = ["LDS", "EdgeDistribution", "GCNBaseline", "label_propagation"]
 __version__ = "0.1.0"

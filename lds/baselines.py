@@ -229,3 +229,54 @@ class GCNBaseline(BaseEstimator):
         mask = data.test_mask if mask is None else mask
         pred = self.predict(data)
         return float((pred[mask] == data.y[mask]).double().mean())
+
+
+def label_propagation(
+    x: Tensor, y: Tensor, train_mask: Tensor, k: int = 10, metric: str = "cosine",
+    normalize_features: bool | str = "auto",
+) -> Tensor:
+    """Label propagation (Zhu, Ghahramani & Lafferty, ICML 2003): the harmonic function on the kNN graph.
+
+    With ``W`` the symmetric kNN graph of the (preprocessed) features, ``L = D - W`` and the labelled nodes'
+    one-hot rows ``Y_l`` clamped, the unlabelled rows are ``F_u = L_uu⁻¹ W_ul Y_l`` (their Eq. 5), the fixed
+    point of propagating ``F <- D⁻¹ W F`` with the labels clamped. It is solved exactly (a sparse LU), so it
+    does not stop early the way an iteration with a tolerance can on a graph with hubs. A connected component
+    without a labelled node has no harmonic solution; its rows get the training label frequencies.
+
+    Returns the ``N × C`` class scores (rows sum to 1, labelled rows one-hot); ``argmax(1)`` predicts.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse.linalg import splu
+
+    from lds.datasets import knn_graph
+
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a 2-D feature tensor (nodes x features), got {getattr(x, 'shape', type(x))}.")
+    n = x.size(0)
+    if not isinstance(y, Tensor) or y.shape != (n,) or y.dtype.is_floating_point:
+        raise ValueError(f"y must be an integer label tensor of shape ({n},), one label per row of x.")
+    if not isinstance(train_mask, Tensor) or train_mask.dtype != torch.bool or train_mask.shape != (n,):
+        raise ValueError(f"train_mask must be a boolean tensor of shape ({n},) marking the labelled nodes.")
+    if not bool(train_mask.any()):
+        raise ValueError("train_mask marks no node: label propagation needs at least one labelled node.")
+    labels = y[train_mask]
+    if bool((labels < 0).any()):
+        raise ValueError("the labelled nodes (train_mask) must have labels >= 0.")
+    feats = preprocess_features(x.detach().cpu().double(), normalize_features)
+    edge_index = knn_graph(feats, k, metric=metric).numpy()
+    W = sp.csr_matrix((np.ones(edge_index.shape[1]), (edge_index[0], edge_index[1])), shape=(n, n))
+    num_classes = int(y.max()) + 1
+    lab = train_mask.cpu().numpy()
+    Y_l = np.eye(num_classes)[labels.cpu().numpy()]
+    F_out = np.empty((n, num_classes))
+    F_out[lab] = Y_l
+    _, comp = connected_components(W, directed=False)
+    reached = np.isin(comp, np.unique(comp[lab]))
+    F_out[~reached] = np.bincount(labels.cpu().numpy(), minlength=num_classes) / lab.sum()
+    u = np.flatnonzero(reached & ~lab)
+    if u.size:  # every component solved here holds a labelled node, so L_uu is positive definite
+        L_uu = (sp.diags(np.asarray(W[u].sum(1)).ravel()) - W[u][:, u]).tocsc()
+        F_out[u] = splu(L_uu).solve(np.asarray(W[u][:, np.flatnonzero(lab)] @ Y_l))
+    return torch.from_numpy(F_out)
