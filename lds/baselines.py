@@ -269,14 +269,16 @@ def label_propagation(
     W = sp.csr_matrix((np.ones(edge_index.shape[1]), (edge_index[0], edge_index[1])), shape=(n, n))
     num_classes = int(y.max()) + 1
     lab = train_mask.cpu().numpy()
-    Y_l = np.eye(num_classes)[labels.cpu().numpy()]
+    lab_y = labels.cpu().numpy()
+    Y_l = np.eye(num_classes)[lab_y]
     F_out = np.empty((n, num_classes))
     F_out[lab] = Y_l
     _, comp = connected_components(W, directed=False)
     reached = np.isin(comp, np.unique(comp[lab]))
-    F_out[~reached] = np.bincount(labels.cpu().numpy(), minlength=num_classes) / lab.sum()
+    F_out[~reached] = np.bincount(lab_y, minlength=num_classes) / lab.sum()
     u = np.flatnonzero(reached & ~lab)
     if u.size:  # every component solved here holds a labelled node, so L_uu is positive definite
-        L_uu = (sp.diags(np.asarray(W[u].sum(1)).ravel()) - W[u][:, u]).tocsc()
-        F_out[u] = splu(L_uu).solve(np.asarray(W[u][:, np.flatnonzero(lab)] @ Y_l))
+        W_u = W[u]  # the unlabelled rows: their degrees, W_uu and W_ul
+        L_uu = (sp.diags(np.asarray(W_u.sum(1)).ravel()) - W_u[:, u]).tocsc()
+        F_out[u] = splu(L_uu).solve(np.asarray(W_u[:, np.flatnonzero(lab)] @ Y_l))
     return torch.from_numpy(F_out)
