@@ -45,6 +45,10 @@ class GCNBaseline(BaseEstimator):
             when stopped at step 55; 77.6 % at step 272 when allowed to go on), which is a failed fit, not
             a result of the baseline.
         num_samples: graphs averaged at prediction time for ``"random"``.
+        train_on_outer_half: also train on the validation half that :class:`~lds.LDS` (same seed) uses for
+            its outer objective, so that the baseline sees the same labels as LDS. Not in the paper: an
+            information-matched control for LDS's use of both validation halves. Early stopping still uses
+            only the other half.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class GCNBaseline(BaseEstimator):
         patience: int = 50,
         min_steps: int = 100,
         num_samples: int = 16,
+        train_on_outer_half: bool = False,
         hidden: int = 16,
         dropout: float = 0.5,
         weight_decay: float = 5e-4,
@@ -76,6 +81,7 @@ class GCNBaseline(BaseEstimator):
         self.er_prob = er_prob
         self.rbf_gamma = rbf_gamma
         self.rbf_scale = rbf_scale
+        self.train_on_outer_half = train_on_outer_half
         self.lr = lr
         self.max_steps = max_steps
         self.patience = patience
@@ -159,12 +165,18 @@ class GCNBaseline(BaseEstimator):
         x, y, masks, num_classes = validate_data(data)
         dtype = self._torch_dtype
         gen = torch.Generator().manual_seed(self.seed)
-        _, val_stop = split_validation(masks["val_mask"], self.seed)
+        if not isinstance(self.train_on_outer_half, bool):
+            raise TypeError(f"train_on_outer_half must be True or False, got {self.train_on_outer_half!r}.")
+        val_outer, val_stop = split_validation(masks["val_mask"], self.seed)
+        train_idx = torch.nonzero(masks["train_mask"], as_tuple=True)[0]
+        if self.train_on_outer_half:
+            train_idx = torch.cat([train_idx, val_outer]).sort().values
+        self.num_train_nodes_ = int(train_idx.numel())
         y = y.clone().long()
         y[y < 0] = 0
         x = preprocess_features(x.to(device=device, dtype=dtype), self.normalize_features)
         prep = PreparedData(x=x, y=y.to(device), num_classes=num_classes,
-                            train_idx=torch.nonzero(masks["train_mask"], as_tuple=True)[0].to(device),
+                            train_idx=train_idx.to(device),
                             val_outer_idx=torch.empty(0, dtype=torch.long), val_stop_idx=val_stop.to(device),
                             edge_index=data.edge_index, num_nodes=x.size(0))
         edge_index = data.edge_index if getattr(data, "edge_index", None) is not None else torch.empty(2, 0)

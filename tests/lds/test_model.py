@@ -368,3 +368,19 @@ def test_a_cuda_fit_matches_the_cpu_fit():
     torch.testing.assert_close(gpu.distribution_.probs.cpu(), cpu.distribution_.probs, rtol=1e-6, atol=1e-8)
     assert gpu.best_val_acc_ == cpu.best_val_acc_
     torch.testing.assert_close(gpu.predict_proba(data), cpu.predict_proba(data), rtol=1e-6, atol=1e-8)
+
+
+def test_baseline_train_on_outer_half_learns_the_labels_only_that_half_holds():
+    """The information-matched control trains on LDS's outer validation half, never on the stopping half."""
+    data = planted_partition(per_class=12, num_val=8, feature_noise=0.3, seed=4)
+    data.train_mask &= data.y < 2  # no class-2 training label: only the outer half can teach class 2
+    val_outer, _ = split_validation(data.val_mask, 0)
+    plain = GCNBaseline(seed=0, max_steps=150).fit(data)
+    matched = GCNBaseline(seed=0, max_steps=150, train_on_outer_half=True).fit(data)
+    assert plain.num_train_nodes_ == int(data.train_mask.sum())
+    assert matched.num_train_nodes_ == int(data.train_mask.sum()) + val_outer.numel()
+    assert not (plain.predict(data) == 2).any()  # never saw class 2
+    class2 = data.test_mask & (data.y == 2)
+    assert (matched.predict(data)[class2] == 2).float().mean() > 0.8
+    with pytest.raises(TypeError, match="train_on_outer_half must be True or False"):
+        GCNBaseline(train_on_outer_half="yes").fit(data)
