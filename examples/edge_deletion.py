@@ -106,20 +106,31 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
     if args.random_splits or held("random_split"):
         lines += ["", "## Random splits (20 labelled nodes per class, full graph, model seed 0)", "",
                   "| dataset | method | splits | val acc (%) | test acc (%) |", "|---|---|---|---|---|"]
+        pairs = ["", "Paired test-accuracy differences over the splits held by all three methods (points):", "",
+                 "| dataset | splits | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |", "|---|---|---|---|---|"]
         for dataset in ("cora", "citeseer"):
             cfg = selected(dataset)
             if cfg is None:
                 lines.append(f"| {dataset} | (waiting for the selection runs) | | | |")
                 continue
+            by: dict[str, dict[int, float]] = {}
             for method in ("gcn", "gcn_val", "lds"):
                 tasks = [make_task(dataset, 1.0, method, cfg if method == "lds" else {}, 0, "random_split",
                                    args.quick, split_seed=k) for k in RANDOM_SPLITS]
                 if run and args.random_splits and dataset in args.datasets:
                     run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
                 recs = [r for r in (store.get(t) for t in tasks) if r is not None and r.get("status") == "ok"]
+                by[method] = {r["task"]["split_seed"]: r["test_acc"] for r in recs}
                 if recs:
                     lines.append(f"| {dataset} | {method} | {len(recs)} | {mean_std([r['val_acc'] for r in recs])} | "
                                  f"{mean_std([r['test_acc'] for r in recs])} |")
+            splits = sorted(set(by["lds"]) & set(by["gcn"]) & set(by["gcn_val"]))
+            if splits:
+                d_val = [by["lds"][k] - by["gcn_val"][k] for k in splits]
+                pairs.append(f"| {dataset} | {len(splits)} | {mean_std([by['lds'][k] - by['gcn'][k] for k in splits])}"
+                             f" | {mean_std(d_val)} | {sum(d > 0 for d in d_val)} of {len(splits)} |")
+        if len(pairs) > 5:
+            lines += pairs
     return lines
 
 
@@ -258,6 +269,19 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                             f"{mean_std(val)} | {mean_std(test)} | {edges} | {paper} |")
                 curves.setdefault((dataset, method), []).append(
                     (keep, 100 * statistics.fmean(test), 100 * (statistics.stdev(test) if len(test) > 1 else 0.0)))
+    pair_rows = ["| dataset | edges kept | seeds | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
+                 "|---|---|---|---|---|---|"]
+    for dataset in datasets:
+        for keep in keeps:
+            by = {m: {r["task"]["seed"]: r["test_acc"] for r in grid if r["task"]["dataset"] == dataset
+                      and r["task"]["keep"] == keep and r["task"]["method"] == m and r["task"]["role"] == "report"}
+                  for m in ("gcn", "gcn_val", "lds")}
+            seeds = sorted(set(by["lds"]) & set(by["gcn"]) & set(by["gcn_val"]))
+            if seeds:
+                d_gcn = [by["lds"][s] - by["gcn"][s] for s in seeds]
+                d_val = [by["lds"][s] - by["gcn_val"][s] for s in seeds]
+                pair_rows.append(f"| {dataset} | {int(keep * 100)} % | {len(seeds)} | {mean_std(d_gcn)} | "
+                                 f"{mean_std(d_val)} | {sum(d > 0 for d in d_val)} of {len(seeds)} |")
     n_sel = sum(1 for r in grid if r["task"]["role"] == "selection")
     text = ["# Edge deletion (LDS paper Figure 9.2)", "",
             f"Configurations tried for LDS: {len(LDS_GRID)} (τ ∈ {{5, 20}} × outer lr ∈ {{1.0, 0.1}}), "
@@ -265,7 +289,9 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             "Selection uses only the early-stopping validation half; LDS also uses the other half's labels "
             "for the outer objective, as the paper does. GCN and GCN-RND have no grid (Kipf's defaults). gcn_val "
             "(not in the paper) is GCN also trained on that outer half: the same labels as LDS.", "",
-            *rows, "", "## Selection (LDS): mean early-stopping validation accuracy (%) (selection runs held)", "",
+            *rows, "", "## Paired test-accuracy differences (points; same seed, so same split halves and "
+            "deleted edges)", "",
+            *pair_rows, "", "## Selection (LDS): mean early-stopping validation accuracy (%) (selection runs held)", "",
             *sel_rows, "", "## Wall time (one thread per run, 2-core machine shared by two runners)", "",
             "A fit resumed from its checkpoint counts the time of every process that ran it; fits resumed before "
             "2026-11-29 count their last part only.", "",
