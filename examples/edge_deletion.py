@@ -309,7 +309,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                 continue
             pts.sort()
             ax.errorbar([100 * k for k, _, _ in pts], [m for _, m, _ in pts], yerr=[s for _, _, s in pts],
-                        marker="o", capsize=3, label=method)
+                        marker="o", capsize=3, linestyle="--" if method == "gcn_val" else "-",
+                        label="gcn_val (control, not in the paper)" if method == "gcn_val" else method)
         ax.set_title(dataset)
         ax.set_xlabel("% of edges kept")
         ax.set_ylabel("test accuracy (%)")
