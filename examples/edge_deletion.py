@@ -35,6 +35,7 @@ from runner import (  # noqa: E402
     fit_resumable,
     keep_freed_memory,
     mean_std,
+    paired_cells,
     pyplot,
     run_all,
     run_seconds,
@@ -124,11 +125,9 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
                 if recs:
                     lines.append(f"| {dataset} | {method} | {len(recs)} | {mean_std([r['val_acc'] for r in recs])} | "
                                  f"{mean_std([r['test_acc'] for r in recs])} |")
-            splits = sorted(set(by["lds"]) & set(by["gcn"]) & set(by["gcn_val"]))
-            if splits:
-                d_val = [by["lds"][k] - by["gcn_val"][k] for k in splits]
-                pairs.append(f"| {dataset} | {len(splits)} | {mean_std([by['lds'][k] - by['gcn'][k] for k in splits])}"
-                             f" | {mean_std(d_val)} | {sum(d > 0 for d in d_val)} of {len(splits)} |")
+            n, cells, ahead = paired_cells(by["lds"], [by["gcn"], by["gcn_val"]])
+            if n:
+                pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
         if len(pairs) > 5:
             lines += pairs
     return lines
@@ -276,12 +275,9 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             by = {m: {r["task"]["seed"]: r["test_acc"] for r in grid if r["task"]["dataset"] == dataset
                       and r["task"]["keep"] == keep and r["task"]["method"] == m and r["task"]["role"] == "report"}
                   for m in ("gcn", "gcn_val", "lds")}
-            seeds = sorted(set(by["lds"]) & set(by["gcn"]) & set(by["gcn_val"]))
-            if seeds:
-                d_gcn = [by["lds"][s] - by["gcn"][s] for s in seeds]
-                d_val = [by["lds"][s] - by["gcn_val"][s] for s in seeds]
-                pair_rows.append(f"| {dataset} | {int(keep * 100)} % | {len(seeds)} | {mean_std(d_gcn)} | "
-                                 f"{mean_std(d_val)} | {sum(d > 0 for d in d_val)} of {len(seeds)} |")
+            n, cells, ahead = paired_cells(by["lds"], [by["gcn"], by["gcn_val"]])
+            if n:
+                pair_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} |")
     n_sel = sum(1 for r in grid if r["task"]["role"] == "selection")
     text = ["# Edge deletion (LDS paper Figure 9.2)", "",
             f"Configurations tried for LDS: {len(LDS_GRID)} (τ ∈ {{5, 20}} × outer lr ∈ {{1.0, 0.1}}), "

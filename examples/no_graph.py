@@ -49,6 +49,7 @@ from runner import (  # noqa: E402
     fit_resumable,
     keep_freed_memory,
     mean_std,
+    paired_cells,
     pyplot,
     run_all,
     run_seconds,
@@ -230,12 +231,9 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
                   and r["task"]["method"] == m and r["task"]["role"] == "report"
                   and r["task"]["quick"] == args.quick and r.get("status") == "ok"}
               for m in ("knn_lds", "knn_gcn", "knn_gcn_val")}
-        seeds = sorted(set(by["knn_lds"]) & set(by["knn_gcn"]) & set(by["knn_gcn_val"]))
-        if seeds:
-            d_val = [by["knn_lds"][s] - by["knn_gcn_val"][s] for s in seeds]
-            pair_rows.append(f"| {dataset} | {len(seeds)} | "
-                             f"{mean_std([by['knn_lds'][s] - by['knn_gcn'][s] for s in seeds])} | "
-                             f"{mean_std(d_val)} | {sum(d > 0 for d in d_val)} of {len(seeds)} |")
+        n, cells, ahead = paired_cells(by["knn_lds"], [by["knn_gcn"], by["knn_gcn_val"]])
+        if n:
+            pair_rows.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
     lds_time = [r["fit_s"] for r in store.records.values() if "fit_s" in r and r["task"]["quick"] == args.quick]
     time_rows = ["| dataset | runs | LDS fits | total (h, one core) |", "|---|---|---|---|"]
     for dataset in DATASETS:

@@ -367,3 +367,13 @@ def mean_std(values: list[float]) -> str:
     m = 100 * statistics.fmean(values)
     s = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{m:.1f} ± {s:.1f}"
+
+
+def paired_cells(base: dict[Any, float], others: list[dict[Any, float]]) -> tuple[int, list[str], int]:
+    """Paired differences of accuracies keyed by seed (or split), over the keys every dict holds: the number
+    of keys, ``mean ± std`` (points) of ``base − other`` for each other, and on how many keys ``base`` is
+    ahead of the last one."""
+    keys = sorted(set(base).intersection(*others))
+    cells = [mean_std([base[k] - o[k] for k in keys]) for o in others]
+    ahead = sum(base[k] > others[-1][k] for k in keys) if others else 0
+    return len(keys), cells, ahead

@@ -21,6 +21,7 @@ from runner import (  # noqa: E402
     Store,
     fit_resumable,
     keep_freed_memory,
+    paired_cells,
     run_all,
     run_key,
     select_config,
@@ -175,3 +176,15 @@ def test_selection_sees_runs_recorded_by_another_runner(tmp_path):
     calls = []
     run_all(lambda t: calls.append(t) or {"val_acc": 0.0}, [make(c, 0) for c in grid], a, log=lambda m: None)
     assert calls == []  # nothing left to do, and nothing is reported as to do
+
+
+def test_paired_cells_compare_only_the_seeds_every_method_holds():
+    lds = {0: 0.80, 1: 0.90, 2: 0.70}
+    gcn = {0: 0.70, 1: 0.80, 2: 0.60}
+    control = {0: 0.82, 1: 0.86}  # seed 2 not held yet: left out of every difference
+    n, cells, ahead = paired_cells(lds, [gcn, control])
+    assert n == 2
+    assert cells[0] == "10.0 ± 0.0"  # LDS − GCN on seeds 0 and 1, in points
+    assert cells[1] == "1.0 ± 4.2"  # (−2 + 4) / 2 = 1; std of (−2, 4) = 4.24
+    assert ahead == 1
+    assert paired_cells(lds, [{}]) == (0, ["–"], 0)
