@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from typing import Any
 
@@ -47,6 +48,11 @@ LDS_GRID = [{"hypergrad_every": tau, "outer_lr": lr} for tau in (5, 20) for lr i
 TAU1_GRID = [{"hypergrad_every": 1, "outer_lr": lr} for lr in (1.0, 0.1)]
 PAPER_LDS = {("cora", 1.0): 84.1, ("citeseer", 1.0): 75.0}
 PAPER_EDGES_CORA = {0.25: 3636, 0.5: 4514, 0.75: 5477, 1.0: 6276}
+
+
+def score_cell(values: list[float]) -> str:
+    """Mean validation accuracy (%) and the number of runs behind it, for the selection tables."""
+    return f"{100 * statistics.fmean(values):.1f} ({len(values)})" if values else "–"
 
 
 def make_task(dataset: str, keep: float, method: str, config: dict[str, Any], seed: int, role: str,
@@ -109,8 +115,7 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
     if args.random_splits or held("random_split"):
         lines += ["", "## Random splits (20 labelled nodes per class, full graph, model seed 0)", "",
                   "| dataset | method | splits | val acc (%) | test acc (%) |", "|---|---|---|---|---|"]
-        pairs = ["", "Paired test-accuracy differences over the splits held by all three methods (points):", "",
-                 "| dataset | splits | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |", "|---|---|---|---|---|"]
+        pairs = []
         for dataset in ("cora", "citeseer"):
             cfg = selected(dataset)
             if cfg is None:
@@ -130,8 +135,10 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
             n, cells, ahead = paired_cells(by["lds"], [by["gcn"], by["gcn_val"]])
             if n:
                 pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
-        if len(pairs) > 5:
-            lines += pairs
+        if pairs:
+            lines += ["", "Paired test-accuracy differences over the splits held by all three methods (points):", "",
+                      "| dataset | splits | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
+                      "|---|---|---|---|---|", *pairs]
     return lines
 
 
@@ -142,8 +149,6 @@ def run_tau1(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
     mean validation accuracy (ties go to the first in grid order). Where it would be chosen, it also runs on
     the reporting seeds (role ``report_tau1``); the main tables keep the 4-configuration protocol.
     """
-    import statistics
-
     rows = []
     for dataset in args.datasets:
         for keep in args.keep:
@@ -158,7 +163,7 @@ def run_tau1(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
             for c in TAU1_GRID:
                 v = [r["val_acc"] for r in (store.get(task(c, s)) for s in args.selection_seeds)
                      if r is not None and r.get("status") == "ok"]
-                cells.append(f"{100 * statistics.fmean(v):.1f} ({len(v)})" if v else "–")
+                cells.append(score_cell(v))
             if all(cell == "–" for cell in cells):
                 continue
             four, _ = select_config(store, task, LDS_GRID, args.selection_seeds)
@@ -271,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list[str] | None = None) -> None:
     """Markdown tables of every run in the store (whatever this invocation ran), and a PNG of test accuracy
     against the fraction of edges kept."""
-    import statistics
-
     grid = [r for r in store.records.values() if r["task"]["exp"] == "edge_deletion" and r.get("status") == "ok"
             and r["task"]["quick"] == args.quick and "split_seed" not in r["task"]]
     datasets = [d for d in ("cora", "citeseer") if any(r["task"]["dataset"] == d for r in grid)]
@@ -282,6 +285,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
     heads = " | ".join(f"τ={c['hypergrad_every']}, lr={c['outer_lr']}" for c in LDS_GRID)
     sel_rows = [f"| dataset | edges kept | {heads} | chosen |", "|---|---|" + "---|" * len(LDS_GRID) + "---|"]
     time_rows = ["| dataset | edges kept | runs | LDS fits | median LDS fit (min) | total (h, one core) |",
+                 "|---|---|---|---|---|---|"]
+    pair_rows = ["| dataset | edges kept | seeds | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
                  "|---|---|---|---|---|---|"]
     curves: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     held = []
@@ -293,7 +298,7 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             sel_cells = []
             for c in LDS_GRID:
                 v = [r["val_acc"] for r in here if r["task"]["role"] == "selection" and r["task"]["config"] == c]
-                sel_cells.append(f"{100 * statistics.fmean(v):.1f} ({len(v)})" if v else "–")
+                sel_cells.append(score_cell(v))
             chosen, _ = select_config(store, lambda c, s, d=dataset, k=keep: make_task(
                 d, k, "lds", c, s, "selection", args.quick), LDS_GRID, args.selection_seeds)
             sel_rows.append(f"| {dataset} | {int(keep * 100)} % | " + " | ".join(sel_cells)
@@ -302,8 +307,10 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             time_rows.append(f"| {dataset} | {int(keep * 100)} % | {len(here)} | {len(lds_fits)} | "
                              f"{statistics.median(lds_fits) / 60 if lds_fits else float('nan'):.1f} | "
                              f"{sum(run_seconds(r) for r in here) / 3600:.2f} |")
+            test_by_seed: dict[str, dict[int, float]] = {}
             for method in ("gcn", "gcn_rnd", "gcn_val", "lds"):
                 recs = [r for r in here if r["task"]["method"] == method and r["task"]["role"] == "report"]
+                test_by_seed[method] = {r["task"]["seed"]: r["test_acc"] for r in recs}
                 if not recs:
                     continue
                 cfg = recs[0]["task"]["config"]
@@ -321,14 +328,7 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                             f"{mean_std(val)} | {mean_std(test)} | {edges} | {paper} |")
                 curves.setdefault((dataset, method), []).append(
                     (keep, 100 * statistics.fmean(test), 100 * (statistics.stdev(test) if len(test) > 1 else 0.0)))
-    pair_rows = ["| dataset | edges kept | seeds | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
-                 "|---|---|---|---|---|---|"]
-    for dataset in datasets:
-        for keep in keeps:
-            by = {m: {r["task"]["seed"]: r["test_acc"] for r in grid if r["task"]["dataset"] == dataset
-                      and r["task"]["keep"] == keep and r["task"]["method"] == m and r["task"]["role"] == "report"}
-                  for m in ("gcn", "gcn_val", "lds")}
-            n, cells, ahead = paired_cells(by["lds"], [by["gcn"], by["gcn_val"]])
+            n, cells, ahead = paired_cells(test_by_seed["lds"], [test_by_seed["gcn"], test_by_seed["gcn_val"]])
             if n:
                 pair_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} |")
     n_sel = sum(1 for r in grid if r["task"]["role"] == "selection" and r["task"]["config"] in LDS_GRID)
