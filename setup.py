@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["bilevel_core", "lds", "lds.datasets"],
+    packages=["bilevel_core", "bilevel_core.hypergradient", "lds", "lds.datasets"],
     package_dir={"lds.datasets": "datasets"},
     package_data={"bilevel_core": ["py.typed"], "lds": ["py.typed"]},
     install_requires=[

@@ -18,7 +18,7 @@ from .estimators import (
     relaxed_bernoulli,
     straight_through_bernoulli,
 )
-from .hypergradient import METHODS, hypergradient, real_time_hypergradients
+from .hypergradient import METHODS, DeferredGradient, hypergradient, real_time_hypergradients
 from .modules import FunctionalModule
 from .optimizer import HyperOptimizer, project_box
 
@@ -26,6 +26,7 @@ __all__ = [
     "METHODS",
     "NO_BATCH",
     "Adam",
+    "DeferredGradient",
     "Dynamics",
     "DynamicsState",
     "Estimator",
