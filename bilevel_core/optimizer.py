@@ -3,7 +3,12 @@
 Each :meth:`HyperOptimizer.step` runs ``T`` inner steps, takes the hypergradient with the chosen
 method, hands it to any ``torch.optim`` optimizer over λ, and applies a projection. With
 ``warm_start=True`` the next inner run continues from the last one's final state (warm restart of
-w); otherwise it starts from ``params0`` every time.
+w) until :meth:`HyperOptimizer.restart`; otherwise it starts from ``params0`` every time.
+
+A step may override ``T``, the outer objective and any hypergradient option, which expresses
+windowed schemes such as LDS (thesis Algorithm 7): one inner run cut into windows of τ steps, a
+truncated hypergradient on a freshly sampled outer objective and an update after each window, a
+data-dependent stop (``stop=``, then ``state.stopped``), and a restart of w per outer iteration.
 
 Example:
     >>> import torch
@@ -31,6 +36,7 @@ from .dynamics import Dynamics, DynamicsState
 from .hypergradient import _check_options, hypergradient
 
 Projection = Callable[[Params], Any]
+Outer = Callable[[Params, Params], Tensor]
 
 
 def project_box(low: float | None = None, high: float | None = None) -> Projection:
@@ -55,19 +61,25 @@ class HyperOptimizer:
 
     Args:
         dynamics: the inner dynamics.
-        outer: the outer objective ``E(params, hparams)``.
+        outer: the outer objective ``E(params, hparams)`` (``None``: every :meth:`step` passes ``outer=``).
         hparams: leaf tensors with ``requires_grad=True`` (the optimizer's parameters).
         optimizer: a ``torch.optim.Optimizer`` over ``hparams``, or a factory ``list -> Optimizer``.
         T: inner steps per hyper-step.
         method: any method of :func:`hypergradient`; ``**options`` are passed to it.
         projection: called on ``hparams`` after each update (in place), e.g. :func:`project_box`.
-        warm_start: continue the inner run from the previous final state (warm restarts of w).
+        warm_start: continue the inner run from the previous final state (warm restarts of w) until
+            :meth:`restart`.
+
+    Attributes:
+        state: the final (detached) inner state of the last step (``None`` before the first one and after
+            :meth:`restart`); ``state.t`` counts the inner steps since the last restart.
+        history: the outer objective ``E(w_T)`` of every step.
     """
 
     def __init__(
         self,
         dynamics: Dynamics,
-        outer: Callable[[Params, Params], Tensor],
+        outer: Outer | None,
         hparams: Params,
         optimizer: torch.optim.Optimizer | Callable[[list[Tensor]], torch.optim.Optimizer],
         T: int,
@@ -90,6 +102,9 @@ class HyperOptimizer:
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(
             list(self.hparams)
         )
+        if outer is not None and not callable(outer):
+            raise TypeError(f"outer must be a callable outer(params, hparams) -> scalar or None, got "
+                            f"{type(outer).__name__}.")
         self.dynamics = dynamics
         self.outer = outer
         self.T = check_positive_int(T, "T")
@@ -100,11 +115,30 @@ class HyperOptimizer:
         self.state: DynamicsState | None = None
         self.history: list[float] = []
 
-    def step(self, params0: Any) -> float:
-        """One hyper-step from ``params0`` (or the last state when warm-starting); returns ``E(w_T)``."""
+    def restart(self) -> None:
+        """Forget the inner state: the next :meth:`step` starts from its ``params0`` (a new inner run)."""
+        self.state = None
+
+    def step(self, params0: Any = None, *, T: int | None = None, outer: Outer | None = None, **options: Any) -> float:
+        """One hyper-step from ``params0`` (or the last state when warm-starting); returns ``E(w_T)``.
+
+        ``T``, ``outer`` and ``options`` override, for this step only, the constructor's ``T``, outer
+        objective and hypergradient options (e.g. a shorter last window, a resampled outer objective,
+        ``truncate=``, a fresh ``stop`` rule or ``deferred_grads``).
+        """
+        if "return_state" in options:
+            raise TypeError("return_state is managed by HyperOptimizer; the last state is in .state.")
+        _check_options(self.method, options)
         start = self.state if (self.warm_start and self.state is not None) else params0
+        if start is None:
+            raise ValueError("step needs params0 (the initial inner params) unless it continues a warm-started run.")
+        outer = self.outer if outer is None else outer
+        if outer is None:
+            raise ValueError("no outer objective: pass outer= to HyperOptimizer or to step.")
+        T = self.T if T is None else check_positive_int(T, "T")
         grads, state = hypergradient(
-            start, self.hparams, self.dynamics, self.outer, self.T, self.method, return_state=True, **self.options
+            start, self.hparams, self.dynamics, outer, T, self.method, return_state=True,
+            **{**self.options, **options}
         )
         self.optimizer.zero_grad(set_to_none=True)
         for h, g in zip(self.hparams, grads):
