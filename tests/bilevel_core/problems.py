@@ -57,3 +57,15 @@ def rel_err(a, b) -> float:
     a = torch.cat([x.reshape(-1) for x in a])
     b = torch.cat([x.reshape(-1) for x in b])
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def assert_close(
+    actual: torch.Tensor, expected: torch.Tensor, *, rtol: float, atol: float = 0.0, msg: str = ""
+) -> None:
+    """Same shape and dtype, and ``|actual - expected| <= atol + rtol |expected|`` everywhere.
+
+    A light stand-in for ``torch.testing.assert_close``, whose first call imports sympy (about 1 s).
+    """
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (msg, actual, expected)
+    err = (actual - expected).abs().max() if actual.numel() else 0.0
+    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), (msg, actual, expected, err)

@@ -15,7 +15,7 @@ from bilevel_core import (
     real_time_hypergradients,
 )
 
-from .problems import DT, logistic_data, logistic_inner, logistic_outer, rel_err
+from .problems import DT, assert_close, logistic_data, logistic_inner, logistic_outer, rel_err
 
 
 def _problem():
@@ -94,9 +94,36 @@ def test_functional_module_adapter_matches_pure_function():
     fwd = hypergradient(fnet.init_params(), hp, dyn, outer, 10, method="forward")
     assert rel_err(rev, fwd) < 1e-10
     assert float(rev[0].abs()) > 0
-    fnet.load_params(tuple(p + 1 for p in fnet.init_params()))
     with pytest.raises(ValueError, match="unknown parameter"):
         FunctionalModule(net, names=["nope"])
+
+
+def test_functional_module_load_params_writes_the_module():
+    """load_params copies the tuple into the module's own parameters: afterwards the module itself computes
+    what the functional call computes with those params, and init_params returns them (not the old ones)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    fnet = FunctionalModule(net)
+    X = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=DT)
+    before = net(X).detach().clone()
+    old = fnet.init_params()
+    g = torch.Generator().manual_seed(2)
+    new = tuple(p + 0.5 * torch.randn(p.shape, generator=g, dtype=DT) for p in old)
+    expected = fnet(new, X).detach()
+    assert float((expected - before).abs().max()) > 1e-2  # the new params really change the output
+    fnet.load_params(new)
+    for p_module, p_new in zip(fnet.parameters_tuple(), new):
+        assert torch.equal(p_module.detach(), p_new)
+        assert p_module.requires_grad and p_module.is_leaf  # still the module's trainable parameters
+    assert all(torch.equal(a, b) for a, b in zip(fnet.init_params(), new))
+    assert_close(net(X), expected, rtol=0, atol=0)
+    # a subset of names: only those parameters are written
+    head = FunctionalModule(net, names=["2.bias"])
+    weight = net[0].weight.detach().clone()
+    head.load_params((torch.tensor([3.0], dtype=DT),))
+    assert float(net[2].bias.detach()) == 3.0 and torch.equal(net[0].weight.detach(), weight)
+    with pytest.raises(ValueError, match="shape"):
+        head.load_params((torch.zeros(2, dtype=DT),))
 
 
 def test_hyperoptimizer_reduces_outer_loss_and_projects():
@@ -108,7 +135,7 @@ def test_hyperoptimizer_reduces_outer_loss_and_projects():
     )
     losses = [hopt.step(w0) for _ in range(15)]
     assert losses[-1] < losses[0]
-    assert float(lam.max()) <= 0.5 and float(lam.min()) >= -2.0
+    assert float(lam.detach().max()) <= 0.5 and float(lam.detach().min()) >= -2.0
     warm = HyperOptimizer(GradientDescent(inner, lr=0.5), outer, (lam,), lambda p: torch.optim.SGD(p, lr=0.1),
                           T=5, warm_start=True)
     warm.step(w0)
@@ -116,6 +143,16 @@ def test_hyperoptimizer_reduces_outer_loss_and_projects():
     assert warm.state is not None and warm.state.t == 10
     with pytest.raises(ValueError, match="leaf tensor"):
         HyperOptimizer(GradientDescent(inner, lr=0.5), outer, (lam * 2,), lambda p: torch.optim.SGD(p, lr=0.1), T=5)
+
+
+def test_hyperoptimizer_refuses_return_state():
+    """return_state is HyperOptimizer's own business: passing it is a TypeError at construction that says so."""
+    inner, outer, _, _ = _problem()
+    lam = torch.zeros(4, dtype=DT, requires_grad=True)
+    for value in (True, False):
+        with pytest.raises(TypeError, match="return_state is managed by HyperOptimizer"):
+            HyperOptimizer(GradientDescent(inner, lr=0.5), outer, (lam,), torch.optim.SGD([lam], lr=0.1), T=2,
+                           return_state=value)
 
 
 def test_real_time_with_every_T_equals_offline_forward():

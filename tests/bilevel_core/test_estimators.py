@@ -20,6 +20,8 @@ from bilevel_core import (
     straight_through_bernoulli,
 )
 
+from .problems import assert_close, central_difference, rel_err
+
 DT = torch.float64
 
 
@@ -126,13 +128,44 @@ def test_score_function_unbiased_on_enumerable_problem():
     assert est.baseline is not None
 
 
-def test_estimator_interface_all_three():
+def _binary_concrete(p: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Binary concrete written independently: σ((logit p + logit u)/τ) = 1 / (1 + ((1-p)(1-u)/(p u))^(1/τ))."""
+    return 1.0 / (1.0 + ((1 - p) * (1 - u) / (p * u)) ** (1.0 / temperature))
+
+
+def test_estimator_interface_gradients_are_the_closed_forms():
+    """sample + surrogate for the three estimators, with fixed uniforms: the gradient each one claims."""
     theta = torch.tensor([0.3, 0.6, 0.8], dtype=DT, requires_grad=True)
-    for est in (StraightThrough(), GumbelSoftmax(0.5), GumbelSoftmax(0.5, hard=True), ScoreFunction()):
-        z = est.sample(theta, torch.Generator().manual_seed(0))
-        loss = (z * torch.tensor([1.0, 2.0, 3.0], dtype=DT)).sum()
-        (grad,) = torch.autograd.grad(est.surrogate(loss, theta, z), theta)
-        assert grad.shape == theta.shape and torch.isfinite(grad).all()
+    th = theta.detach()
+    c = torch.tensor([1.0, 2.0, 3.0], dtype=DT)
+    u = torch.tensor([0.5, 0.2, 0.9], dtype=DT)
+
+    def grad_of(est):
+        z = est.sample(theta, uniforms=u)
+        (g,) = torch.autograd.grad(est.surrogate((z * c).sum(), theta, z), theta)
+        return z.detach(), g
+
+    z, g = grad_of(StraightThrough())
+    assert z.tolist() == [0.0, 1.0, 0.0] and torch.equal(g, c)  # [u < θ], ∂z/∂θ = 1
+    for hard in (False, True):
+        for tau in (0.5, 2.0):
+            y = _binary_concrete(th, u, tau)
+            z, g = grad_of(GumbelSoftmax(tau, hard=hard))
+            assert_close(z, (y > 0.5).to(DT) if hard else y, rtol=1e-12, atol=0)
+            # dy/dθ = y (1 - y) / (τ θ (1 - θ)), for the soft and the straight-through hard sample alike
+            assert_close(g, c * y * (1 - y) / (tau * th * (1 - th)), rtol=1e-10, atol=0)
+    est = ScoreFunction(baseline_decay=0.75)
+    score = lambda z: z / th - (1 - z) / (1 - th)  # noqa: E731  ∇_θ log p(z; θ)
+    z1, g1 = grad_of(est)
+    f1 = float((z1 * c).sum())
+    assert_close(g1, f1 * score(z1), rtol=1e-12, atol=0)  # no baseline yet
+    assert est.baseline == f1
+    u2 = torch.tensor([0.1, 0.1, 0.1], dtype=DT)
+    z2 = est.sample(theta, uniforms=u2)
+    (g2,) = torch.autograd.grad(est.surrogate((z2 * c).sum(), theta, z2), theta)
+    f2 = float((z2 * c).sum())
+    assert_close(g2, (f2 - f1) * score(z2), rtol=1e-12, atol=0)  # the baseline is subtracted
+    assert est.baseline == pytest.approx(0.75 * f1 + 0.25 * f2, rel=1e-15)
 
 
 def test_relaxed_bernoulli_soft_hard_and_low_temperature():
@@ -152,11 +185,100 @@ def test_relaxed_bernoulli_soft_hard_and_low_temperature():
         relaxed_bernoulli(probs, 0.0)
 
 
-def test_categorical_gumbel_softmax():
-    logits = torch.randn(5, 4, dtype=DT, requires_grad=True)
-    y = gumbel_softmax(logits, 1.0, torch.Generator().manual_seed(0), hard=True)
-    assert torch.allclose(y.sum(-1), torch.ones(5, dtype=DT))
-    assert set(y.detach().unique().tolist()) <= {0.0, 1.0}
+def test_categorical_gumbel_softmax_hard_soft_temperature_and_gradient():
+    """Hard = one-hot of the soft sample's argmax; the noise enters as softmax((l + g)/τ): with one seed,
+    τ (log y_k - log y_0) - (l_k - l_0) = g_k - g_0 whatever τ and the logits; straight-through gradient."""
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(6, 4, generator=gen, dtype=DT)
+    other = torch.randn(6, 4, generator=gen, dtype=DT)
+    c = torch.randn(6, 4, generator=gen, dtype=DT)
+
+    def noise_diff(lg: torch.Tensor, tau: float) -> torch.Tensor:
+        y = gumbel_softmax(lg, tau, torch.Generator().manual_seed(0))
+        log_y = torch.log(y)
+        return tau * (log_y - log_y[:, :1]) - (lg - lg[:, :1])
+
+    ref = noise_diff(logits, 1.0)
+    assert float(ref[:, 1:].abs().min()) > 0  # there is noise
+    assert_close(noise_diff(logits, 0.3), ref, rtol=1e-9, atol=1e-9)
+    assert_close(noise_diff(other, 2.0), ref, rtol=1e-9, atol=1e-9)
+    x = logits.clone().requires_grad_(True)
+    soft = gumbel_softmax(x, 0.5, torch.Generator().manual_seed(1))
+    hard = gumbel_softmax(x, 0.5, torch.Generator().manual_seed(1), hard=True)
+    assert torch.equal(hard.detach(), torch.nn.functional.one_hot(soft.argmax(-1), 4).to(DT))
+    (g_soft,) = torch.autograd.grad((c * soft).sum(), x)
+    (g_hard,) = torch.autograd.grad((c * hard).sum(), x)
+    assert_close(g_hard, g_soft, rtol=1e-14, atol=0)
+    assert float(g_soft.abs().min()) > 0
+    # along another dimension: the same law, one-hot over dim 0
+    y0 = gumbel_softmax(logits.T, 0.5, torch.Generator().manual_seed(2), hard=True, dim=0)
+    assert torch.equal(y0.sum(0), torch.ones(6, dtype=DT)) and set(y0.unique().tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("logits", [[0.0, 1.0, 2.0], [-1.0, 0.5, 0.0, 2.5], [3.0, -2.0], [0.2, 0.2, 0.2]])
+def test_categorical_gumbel_softmax_hard_samples_follow_softmax(logits):
+    """P(hard sample = e_k) = softmax(l)_k (Gumbel-max): 20000 draws, every frequency within 5 standard errors.
+    Catches noise other than Gumbel, e.g. -log u (exponential) instead of -log(-log u)."""
+    n = 20000
+    lg = torch.tensor(logits, dtype=DT)
+    p = torch.softmax(lg, 0)
+    se = torch.sqrt(p * (1 - p) / n)
+    for seed, (tau, dim) in enumerate(((1.0, -1), (0.3, 0))):
+        x = lg.expand(n, -1) if dim == -1 else lg.unsqueeze(1).expand(-1, n)
+        y = gumbel_softmax(x, tau, torch.Generator().manual_seed(10 + seed), hard=True, dim=dim)
+        freq = y.sum(0 if dim == -1 else 1) / n
+        assert bool(((freq - p).abs() <= 5 * se).all()), (tau, dim, freq, p)
+
+
+@pytest.mark.parametrize("temperature", [0.3, 2.0])
+def test_binary_concrete_hard_samples_follow_bernoulli(temperature):
+    """P(y > ½) = θ at every temperature: the hard samples of relaxed_bernoulli, GumbelSoftmax(hard=True) and the
+    rounded soft samples, 20000 draws per θ, within 5 standard errors."""
+    n = 20000
+    p = torch.tensor([0.05, 0.3, 0.5, 0.85], dtype=DT)
+    probs = p.repeat_interleave(n)
+    se = torch.sqrt(p * (1 - p) / n)
+    draws = (
+        relaxed_bernoulli(probs, temperature, torch.Generator().manual_seed(0), hard=True),
+        GumbelSoftmax(temperature, hard=True).sample(probs, torch.Generator().manual_seed(1)),
+        (relaxed_bernoulli(probs, temperature, torch.Generator().manual_seed(2)) > 0.5).to(DT),
+    )
+    for z in draws:
+        assert set(z.detach().unique().tolist()) == {0.0, 1.0}
+        freq = z.detach().reshape(4, n).mean(1)
+        assert bool(((freq - p).abs() <= 5 * se).all()), (freq, p)
+
+
+def test_relaxed_bernoulli_closed_form_and_low_temperature_limit():
+    """Values for given uniforms against the binary-concrete formula written independently; as τ → 0 the
+    sample becomes the hard Bernoulli sample [u > 1 - θ] (y > ½ ⇔ θu > (1-θ)(1-u))."""
+    p = torch.tensor([0.1, 0.35, 0.5, 0.8, 0.97, 0.6], dtype=DT)
+    u = torch.tensor([0.3, 0.9, 0.55, 0.05, 0.6, 0.3], dtype=DT)
+    for tau in (0.25, 1.0, 3.0):
+        y = relaxed_bernoulli(p, tau, uniforms=u)
+        assert_close(y, _binary_concrete(p, u, tau), rtol=1e-12, atol=0)
+        hard = relaxed_bernoulli(p, tau, uniforms=u, hard=True)
+        assert torch.equal(hard, (_binary_concrete(p, u, tau) > 0.5).to(DT))
+    hard_bernoulli = (u > 1 - p).to(DT)
+    assert hard_bernoulli.tolist() == [0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    errors = [float((relaxed_bernoulli(p, tau, uniforms=u) - hard_bernoulli).abs().max()) for tau in (1.0, 0.1, 1e-3)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-12
+    assert errors[0] > 0.1  # at τ = 1 the sample is still soft
+
+
+def test_relaxed_bernoulli_gradient_matches_finite_differences():
+    """d/dθ of a weighted sum of binary-concrete samples (fixed uniforms) against central differences in
+    float64; the hard (straight-through) sample carries the same gradient."""
+    p = torch.tensor([0.1, 0.35, 0.5, 0.8, 0.97], dtype=DT)
+    u = torch.tensor([0.3, 0.9, 0.55, 0.05, 0.6], dtype=DT)
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.5], dtype=DT)
+    for tau in (0.5, 2.0):
+        theta = p.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((c * relaxed_bernoulli(theta, tau, uniforms=u)).sum(), theta)
+        (fd,) = central_difference(lambda h, tau=tau: float((c * relaxed_bernoulli(h[0], tau, uniforms=u)).sum()), (p,))
+        assert rel_err((g,), (fd,)) < 1e-7
+        (g_hard,) = torch.autograd.grad((c * relaxed_bernoulli(theta, tau, uniforms=u, hard=True)).sum(), theta)
+        assert_close(g_hard, g, rtol=1e-14, atol=0)
 
 
 def test_relaxations_stay_finite_at_the_bounds_in_float32():

@@ -86,7 +86,10 @@ def test_conv4_shapes_and_ci():
     params = conv4_init(8, generator=torch.Generator().manual_seed(0))
     assert conv4_features(params, torch.rand(10, 1, 28, 28)).shape == (10, 8)
     m, h = mean_ci95([0.5, 0.7, 0.6, 0.8])
-    assert m == pytest.approx(0.65) and h > 0
+    # sample std with n - 1: sqrt((0.15² + 0.05² + 0.05² + 0.15²) / 3); half-width 1.96 s / sqrt(4)
+    assert m == pytest.approx(0.65, rel=1e-12) and h == pytest.approx(1.96 * (0.05 / 3) ** 0.5 / 2, rel=1e-12)
+    m1, h1 = mean_ci95([0.4])
+    assert m1 == 0.4 and h1 != h1  # one value: no interval (NaN)
     with pytest.raises(ValueError, match="mode"):
         HyperRepresentation(mode="maml")
 

@@ -5,7 +5,7 @@ import torch
 
 from bilevel_core import Adam, DynamicsState, GradientDescent, Momentum, hypergradient
 
-from .problems import DT, central_difference, logistic_data, logistic_inner, logistic_outer, rel_err
+from .problems import DT, assert_close, central_difference, logistic_data, logistic_inner, logistic_outer, rel_err
 
 
 def _problem(seed=0):
@@ -16,21 +16,118 @@ def _problem(seed=0):
     return inner, outer, hp, (torch.zeros(4, dtype=DT),)
 
 
-def test_truncate_T_equals_full_and_0_equals_direct_term():
-    inner, outer_base, hp, w0 = _problem()
+def _hand_step(kind: str, inner, w: torch.Tensor, aux: tuple, h: tuple, t: int) -> tuple:
+    """One step of GD / heavy ball / Adam written out with plain autograd (differentiable when ``w`` or ``h`` is).
 
-    def outer(params, hparams):  # has a direct term
+    ``h = (l2, lr, momentum-or-beta1)``; Adam uses ``lr = 0.1 h[1]``, ``β2 = 0.99``, ``sqrt(v̂ + ε²)``, ε = 1e-8.
+    """
+    if not w.requires_grad:
+        w = w.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(inner((w,), h), w, create_graph=True)
+    if kind == "gd":
+        return w - h[1] * g, ()
+    if kind == "momentum":
+        v = h[2] * aux[0] + g
+        return w - h[1] * v, (v,)
+    b1, b2 = h[2], 0.99
+    m = b1 * aux[0] + (1 - b1) * g
+    v = b2 * aux[1] + (1 - b2) * g * g
+    m_hat, v_hat = m / (1 - b1 ** (t + 1)), v / (1 - b2 ** (t + 1))
+    return w - 0.1 * h[1] * m_hat / torch.sqrt(v_hat + 1e-16), (m, v)
+
+
+def _hand_dynamics(kind: str, inner):
+    if kind == "gd":
+        return GradientDescent(inner, lr=lambda h: h[1])
+    if kind == "momentum":
+        return Momentum(inner, lr=lambda h: h[1], momentum=lambda h: h[2])
+    return Adam(inner, lr=lambda h: 0.1 * h[1], betas=(lambda h: h[2], 0.99), eps=1e-8)
+
+
+def _truncated_reference(kind: str, inner, outer, hp: tuple, w0: torch.Tensor, T: int, tau: int) -> tuple:
+    """Hand-written truncated back-propagation: T - τ steps without graph at the detached λ, cut the
+    state, then τ steps with ``create_graph`` and plain ``torch.autograd.grad`` of E w.r.t. λ."""
+    n_aux = {"gd": 0, "momentum": 1, "adam": 2}[kind]
+    h_const = tuple(x.detach() for x in hp)
+    w, aux = w0.clone(), tuple(torch.zeros_like(w0) for _ in range(n_aux))
+    for t in range(T - tau):
+        w, aux = _hand_step(kind, inner, w, aux, h_const, t)
+        w, aux = w.detach(), tuple(a.detach() for a in aux)
+    lam = tuple(x.detach().clone().requires_grad_(True) for x in hp)
+    for t in range(T - tau, T):
+        w, aux = _hand_step(kind, inner, w, aux, lam, t)
+    grads = torch.autograd.grad(outer((w,), lam), lam, allow_unused=True)
+    return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(lam, grads))
+
+
+def _problem_with_direct_term(kind: str, seed: int = 0):
+    inner, outer_base, (l2,), w0 = _problem(seed)
+
+    def outer(params, hparams):  # has a direct term in λ
         return outer_base(params, hparams) + 0.1 * (hparams[0] ** 2).sum()
 
-    dyn = Momentum(inner, lr=0.5, momentum=0.5)
+    hp = (l2, torch.tensor(0.4, dtype=DT), torch.tensor(0.6, dtype=DT))
+    return inner, outer, hp, w0[0], _hand_dynamics(kind, inner)
+
+
+@pytest.mark.parametrize("kind", ["gd", "momentum", "adam"])
+def test_partial_truncation_matches_hand_written_window(kind):
+    """truncate=τ, 0 < τ < T, against a hand-written τ-step unroll from the detached state (catches a
+    window of τ ± 1 steps, or λ leaking into the untracked steps)."""
+    inner, outer, hp, w0, dyn = _problem_with_direct_term(kind)
+    T = 8
+    for tau in (1, 3, 7):
+        got = hypergradient((w0,), hp, dyn, outer, T, truncate=tau)
+        ref = _truncated_reference(kind, inner, outer, hp, w0, T, tau)
+        assert rel_err(got, ref) < 1e-11, (tau, got, ref)
+        # the reference itself tells τ from τ + 1 steps apart: a one-step-too-long window cannot pass
+        assert rel_err(_truncated_reference(kind, inner, outer, hp, w0, T, tau + 1), ref) > 1e-6
+
+
+def test_truncated_gradient_closed_form_on_quadratic():
+    """L = ½||w - λ||², w_{t+1} = w_t - η(w_t - λ), E = ½||w_T - c||² + ½β||λ||²: the τ-step truncated
+    hypergradient is (w_T - c)(1 - (1-η)^τ) + βλ (the geometric sum η Σ_{k<τ} (1-η)^k), for every τ in 0..T."""
+    eta, beta, T = 0.3, 0.2, 10
+    w0 = torch.tensor([1.0, -2.0, 0.5], dtype=DT)
+    lam = torch.tensor([0.7, 0.1, -1.3], dtype=DT)
+    c = torch.tensor([0.2, 0.4, -0.6], dtype=DT)
+    dyn = GradientDescent(lambda w, h: 0.5 * ((w[0] - h[0]) ** 2).sum(), lr=eta)
+    outer = lambda w, h: 0.5 * ((w[0] - c) ** 2).sum() + 0.5 * beta * (h[0] ** 2).sum()  # noqa: E731
+    w_T = (1 - eta) ** T * w0 + (1 - (1 - eta) ** T) * lam
+    for tau in range(T + 1):
+        (g,) = hypergradient((w0,), (lam,), dyn, outer, T, truncate=tau)
+        expected = (w_T - c) * (1 - (1 - eta) ** tau) + beta * lam
+        assert_close(g, expected, rtol=1e-12, atol=1e-14, msg=f"tau={tau}")
+    (g_full,) = hypergradient((w0,), (lam,), dyn, outer, T)  # the default is the full window
+    assert_close(g_full, (w_T - c) * (1 - (1 - eta) ** T) + beta * lam, rtol=1e-12, atol=1e-14)
+
+
+def test_full_window_and_truncate_0_against_independent_references():
+    """The default (full) window and truncate=T against a hand-written full unroll and finite differences;
+    truncate=0 is the direct term ∂_λE alone."""
+    inner, outer, hp, w0, dyn = _problem_with_direct_term("momentum")
     T = 15
-    full = hypergradient(w0, hp, dyn, outer, T)
-    same = hypergradient(w0, hp, dyn, outer, T, truncate=T)
-    assert rel_err(full, same) == 0.0
-    g0, state = hypergradient(w0, hp, dyn, outer, T, truncate=0, return_state=True)
-    lam = hp[0].clone().requires_grad_(True)
-    (direct,) = torch.autograd.grad(outer(state.params, (lam,)), lam)
-    assert rel_err(g0, (direct,)) < 1e-14
+    ref = _truncated_reference("momentum", inner, outer, hp, w0, T, T)
+
+    def f(h):
+        w, aux = w0.clone(), (torch.zeros_like(w0),)
+        for t in range(T):
+            w, aux = _hand_step("momentum", inner, w, aux, h, t)
+            w, aux = w.detach(), tuple(a.detach() for a in aux)
+        return float(outer((w,), h))
+
+    fd = central_difference(f, hp)
+    assert rel_err(ref, fd) < 1e-6
+    for got in (hypergradient((w0,), hp, dyn, outer, T), hypergradient((w0,), hp, dyn, outer, T, truncate=T)):
+        assert rel_err(got, ref) < 1e-11
+        assert all(float(g.abs().min()) > 0 for g in got)  # λ, η and μ all receive a gradient
+    g0, state = hypergradient((w0,), hp, dyn, outer, T, truncate=0, return_state=True)
+    lam = tuple(x.clone().requires_grad_(True) for x in hp)
+    direct = torch.autograd.grad(outer(state.params, lam), lam, allow_unused=True)
+    assert direct[1] is None and direct[2] is None  # E does not read η and μ
+    assert torch.equal(g0[1], torch.zeros_like(hp[1])) and torch.equal(g0[2], torch.zeros_like(hp[2]))
+    assert_close(g0[0], direct[0], rtol=1e-14, atol=0)
+    assert_close(g0[0], 0.2 * hp[0], rtol=1e-14, atol=0)  # ∂_λ(0.1 ||λ||²)
 
 
 def test_truncation_error_shrinks_on_contractive_problem():

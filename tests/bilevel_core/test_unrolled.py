@@ -5,7 +5,7 @@ import torch
 
 from bilevel_core import Adam, GradientDescent, Momentum, hypergradient
 
-from .problems import DT, central_difference, logistic_data, logistic_inner, logistic_outer, rel_err
+from .problems import DT, assert_close, central_difference, logistic_data, logistic_inner, logistic_outer, rel_err
 
 T = 25
 
@@ -81,7 +81,8 @@ def test_params0_callable_maml_style():
 
 
 def test_direct_term_included():
-    """E depends on λ directly: ∂_λE is part of the hypergradient in both modes."""
+    """E depends on λ directly: ∂_λE = 2λ is part of the hypergradient in both modes. Evaluated at λ ≠ 0, where
+    the direct term is not zero, so a mode that drops it fails (checked: without it the gradient is far off)."""
     X, y, Xv, yv = logistic_data(seed=1)
     inner = logistic_inner(X, y)
     base = logistic_outer(Xv, yv)
@@ -90,12 +91,17 @@ def test_direct_term_included():
         return base(params, hparams) + (hparams[0] ** 2).sum()
 
     dyn = GradientDescent(inner, lr=0.5)
-    hp = (torch.zeros(4, dtype=DT),)
+    lam = torch.tensor([0.3, -0.5, 0.8, -0.2], dtype=DT)
+    hp = (lam,)
     w0 = (torch.zeros(4, dtype=DT),)
     rev = hypergradient(w0, hp, dyn, outer, 5)
     fwd = hypergradient(w0, hp, dyn, outer, 5, method="forward")
     fd = central_difference(_f_T(dyn, outer, w0, 5), hp)
     assert rel_err(rev, fd) < 1e-6 and rel_err(fwd, fd) < 1e-6
+    # the indirect part alone (E without its λ term) plus 2λ is the whole; the indirect part alone is not
+    (indirect,) = central_difference(_f_T(dyn, base, w0, 5), hp)
+    assert_close(rev[0], indirect + 2 * lam, rtol=1e-6, atol=1e-9)
+    assert rel_err((indirect,), fd) > 0.5
 
 
 def test_hparams_in_place_of_user_tensors_untouched():
