@@ -34,6 +34,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -43,11 +44,11 @@ from ._paths import ENV_VAR, PathArg, data_root, sha256
 
 __all__ = ["Episode", "EpisodeSampler", "OmniglotCharacters", "OneShotRun", "load_omniglot", "load_omniglot_runs"]
 
-KNOWN_SHA256 = {
+KNOWN_SHA256 = MappingProxyType({
     "all_runs.zip": "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325",
     "images_background_small1.zip": "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
     "images_background_small2.zip": "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
-}
+})
 FULL = ("images_background.zip", "images_evaluation.zip")
 SMALL = ("images_background_small1.zip", "images_background_small2.zip")
 _HOW = ("Put the Omniglot zips (github.com/brendenlake/omniglot, folder python/) in $" + ENV_VAR + "/omniglot "

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch_geometric.data import Data
@@ -36,7 +38,7 @@ URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
 
 #: (size in bytes, SHA-256) of the public ``ind.*`` files (kimiyoung/planetoid @ af6abf4, identical in
 #: tkipf/gcn). ``ind.pubmed.allx`` is not known here: it is checked by the shapes it gives.
-KNOWN_FILES: dict[str, tuple[int, str]] = {
+KNOWN_FILES: Mapping[str, tuple[int, str]] = MappingProxyType({
     "ind.citeseer.allx": (595021, "2ac30345d95c9ec933a817ee0bdd6a5f077f8c184a20e696910192d534414668"),
     "ind.citeseer.ally": (55623, "f704b2d986dde6c2669934de1f3ae5696a6cf9455c0f6b2646a2d135ea0a1c95"),
     "ind.citeseer.graph": (61987, "d79a4ef9d3e7169aee8946145f6b7306e35bc79bffad26346cfb94e10e9912a7"),
@@ -60,10 +62,10 @@ KNOWN_FILES: dict[str, tuple[int, str]] = {
     "ind.pubmed.ty": (12135, "ee2e0d4819d9fbcc403689c3bf2e49face401b605932f093bc58ab6461130fdd"),
     "ind.pubmed.x": (23172, "fbe9cb5c47200d1b7769a26e579be3b7130b556831f9d850e77c4c74f2599b33"),
     "ind.pubmed.y": (854, "e6c807633307a07ed659249006536a147c7999c797f11a2560752990181b41b3"),
-}
+})
 
 #: nodes, features, classes after loading (Kipf & Welling, Table 1; Citeseer padded with 15 zero rows).
-SHAPES = {"cora": (2708, 1433, 7), "citeseer": (3327, 3703, 6), "pubmed": (19717, 500, 3)}
+SHAPES = MappingProxyType({"cora": (2708, 1433, 7), "citeseer": (3327, 3703, 6), "pubmed": (19717, 500, 3)})
 
 
 def _check_name(name: object) -> str:

@@ -14,6 +14,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -22,8 +23,8 @@ from torch_geometric.data import Data
 from ._paths import ENV_VAR, PathArg, cache_root, check_seed, data_root, network_available, sha256, writable_dir
 
 #: (train, val) sizes; test is the rest (wine 148, breast_cancer 539, digits 1647, 20news 9307).
-SPLITS = {"wine": (10, 20), "breast_cancer": (10, 20), "digits": (50, 100), "20news": (100, 200)}
-ALIASES = {"cancer": "breast_cancer"}
+SPLITS = MappingProxyType({"wine": (10, 20), "breast_cancer": (10, 20), "digits": (50, 100), "20news": (100, 200)})
+ALIASES = MappingProxyType({"cancer": "breast_cancer"})
 NAMES = tuple(SPLITS)
 
 NEWS_CATEGORIES = (
@@ -31,11 +32,11 @@ NEWS_CATEGORIES = (
     "sci.crypt", "sci.electronics", "sci.med", "sci.space", "talk.politics.guns",
 )
 #: Documents per category in 20news-bydate, subset="all" (train + test): 9607 in total.
-NEWS_COUNTS = {
+NEWS_COUNTS = MappingProxyType({
     "alt.atheism": 799, "comp.sys.ibm.pc.hardware": 982, "misc.forsale": 975, "rec.autos": 990,
     "rec.sport.hockey": 999, "sci.crypt": 991, "sci.electronics": 984, "sci.med": 990, "sci.space": 987,
     "talk.politics.guns": 910,
-}
+})
 NEWS_SHAPE = (9607, 236)
 NEWS_PKZ = "20news-bydate_py3.pkz"
 _NEWS_CACHE_VERSION = 1

@@ -159,7 +159,8 @@ def fit_resumable(model: Any, data: Any, task: dict[str, Any]) -> Any:
     except ValueError as exc:
         if resume is None or "checkpoint" not in str(exc):
             raise
-        os.remove(path)  # written by other code or settings: start this run afresh
+        os.remove(path)  # written by other code, settings or data: start this run afresh
+        resume = None
         model.fit(data, checkpoint=path)
     if getattr(model, "interrupted_", False):  # Ctrl-C keeps the best model; a benchmark must not record it
         raise KeyboardInterrupt(f"fit interrupted; its checkpoint {path} resumes it")
