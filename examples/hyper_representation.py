@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import time
 from typing import Any
@@ -56,7 +57,11 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     os.makedirs(os.path.dirname(ckpt), exist_ok=True)
     start, best, curve, elapsed = 0, None, [], 0.0
     if os.path.exists(ckpt):
-        state = torch.load(ckpt, weights_only=False)
+        try:  # tensors and plain containers only: a checkpoint cannot run code when read
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, AttributeError) as exc:
+            raise ValueError(f"{ckpt} is not a readable checkpoint of this script ({type(exc).__name__}); delete it "
+                             "to restart that run.") from exc
         model.load_state_dict(state["model"])
         start, best, curve, elapsed = state["iteration"], state["best"], state["curve"], state["elapsed"]
     t0 = time.perf_counter() - elapsed

@@ -55,16 +55,30 @@ def load(args: argparse.Namespace):
             data = delete_edges(data, keep=args.keep_edges, seed=args.seed)
         return data
     if args.keep_edges != 1.0:
-        raise SystemExit(f"--keep-edges applies to Planetoid data; {args.dataset} has no input graph.")
+        raise ValueError(f"--keep-edges applies to Planetoid data; {args.dataset} has no input graph.")
     return load_uci(args.dataset, seed=args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a user error (bad value, missing file) prints one ``error: ...`` line and returns 2."""
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit and report, for parsed arguments (raises ValueError/TypeError on bad values)."""
     from lds import LDS, GCNBaseline
+    from lds.model import SEED_LIMIT
 
     if not 0.0 < args.keep_edges <= 1.0:
-        raise SystemExit(f"--keep-edges must be in (0, 1], got {args.keep_edges}.")
+        raise ValueError(f"--keep-edges must be in (0, 1], got {args.keep_edges}.")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise ValueError(f"--seed must be an int in [0, 2**63), got {args.seed}.")
     torch.manual_seed(args.seed)
     data = load(args)
     has_graph = data.edge_index.numel() > 0

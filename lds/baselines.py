@@ -20,7 +20,16 @@ from torch import Tensor
 from bilevel_core import Adam
 
 from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
-from .model import PreparedData, check_dtype_and_device, check_int_setting, split_validation, validate_data
+from .model import (
+    PreparedData,
+    check_dtype_and_device,
+    check_int_setting,
+    check_predict_features,
+    check_score_inputs,
+    check_seed_setting,
+    split_validation,
+    validate_data,
+)
 from .propagation import pairs_from_edge_index
 
 GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf")
@@ -161,13 +170,14 @@ class GCNBaseline(BaseEstimator):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        check_seed_setting(self)
         device = check_dtype_and_device(self.dtype, self.device)
         x, y, masks, num_classes = validate_data(data)
         dtype = self._torch_dtype
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(int(self.seed))
         if not isinstance(self.train_on_outer_half, bool):
             raise TypeError(f"train_on_outer_half must be True or False, got {self.train_on_outer_half!r}.")
-        val_outer, val_stop = split_validation(masks["val_mask"], self.seed)
+        val_outer, val_stop = split_validation(masks["val_mask"], int(self.seed))
         train_idx = torch.nonzero(masks["train_mask"], as_tuple=True)[0]
         if self.train_on_outer_half:
             train_idx = torch.cat([train_idx, val_outer]).sort().values
@@ -219,7 +229,7 @@ class GCNBaseline(BaseEstimator):
         with torch.no_grad():
             if self.graph != "random":
                 return torch.softmax(gcn_forward(params, x, self.graph_, dropout=self.dropout, training=False), 1)
-            gen = torch.Generator().manual_seed(self.seed + 7919)
+            gen = torch.Generator().manual_seed(int(self.seed) + 7919)
             total = 0
             for _ in range(self.num_samples):
                 g = self._random_graph(self.graph_, x.size(0), gen)
@@ -229,18 +239,20 @@ class GCNBaseline(BaseEstimator):
     def predict_proba(self, data: Any) -> Tensor:
         if not hasattr(self, "params_"):
             raise RuntimeError("this baseline is not fitted yet: call fit(data) first.")
-        if data.x.size(0) != self.num_nodes_:
-            raise ValueError(f"data.x must have {self.num_nodes_} rows (transductive: the graph it was fit on).")
-        x = preprocess_features(data.x.to(device=self.device, dtype=self._torch_dtype), self.normalize_features)
+        x = check_predict_features(data, self.num_nodes_)
+        x = preprocess_features(x.to(device=self.device, dtype=self._torch_dtype), self.normalize_features)
         return self._proba(self.params_, x).cpu()
 
     def predict(self, data: Any) -> Tensor:
         return self.predict_proba(data).argmax(1)
 
     def score(self, data: Any, mask: Tensor | None = None) -> float:
-        mask = data.test_mask if mask is None else mask
+        """Accuracy on ``mask`` (a boolean tensor of length N; default ``data.test_mask``), in [0, 1]."""
+        if not hasattr(self, "params_"):
+            raise RuntimeError("this baseline is not fitted yet: call fit(data) first.")
+        mask, y = check_score_inputs(data, mask, self.num_nodes_)
         pred = self.predict(data)
-        return float((pred[mask] == data.y[mask]).double().mean())
+        return float((pred[mask] == y[mask]).double().mean())
 
 
 def label_propagation(

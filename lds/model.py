@@ -9,13 +9,20 @@ the other validation half, with predictions averaged over S sampled graphs.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
+import numbers
 import os
+import pickle
+import struct
+import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -28,9 +35,10 @@ from bilevel_core import Adam, DynamicsState, hypergradient
 from .backbones import Backbone
 from .edges import EdgeDistribution, EdgeUniforms
 from .gcn import _drop_features, gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
-from .propagation import candidate_graph, defer_pair_gradients, reuse_sampled_graphs, to_edge_index
+from .propagation import candidate_graph, check_pairs, defer_pair_gradients, reuse_sampled_graphs, to_edge_index
 
 INNER_LR_RANGE = (1e-4, 0.05)
+SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
 
 
 # ----------------------------------------------------------------------------- data checks
@@ -96,23 +104,56 @@ def validate_data(data: Any, num_classes: int | None = None) -> tuple[Tensor, Te
                     f"data.{names[a]} and data.{names[b]} overlap on {overlap} nodes; masks must be disjoint."
                 )
     used = masks["train_mask"] | masks["val_mask"] | masks.get("test_mask", torch.zeros(n, dtype=torch.bool))
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"data.y must hold integer class labels, got {y.dtype}; convert with data.y.long().")
     labels = y[used]
-    if labels.is_floating_point():
-        raise TypeError("data.y must hold integer class labels.")
     if int(labels.min()) < 0:
         raise ValueError(
             f"labels out of range: data.y has {int((labels < 0).sum())} negative labels inside the masks; "
             "labels outside every mask may be -1, labels inside must be 0..C-1."
         )
     inferred = int(labels.max()) + 1
+    source = "the largest label + 1"
     if num_classes is None:
         attr = getattr(data, "num_classes_", None)
-        num_classes = int(attr) if attr is not None else inferred
+        if attr is not None:
+            num_classes, source = attr, "data.num_classes_"
+        else:
+            num_classes = inferred
+    else:
+        source = "num_classes"
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"{source} must be an int (the number of classes), got {num_classes!r}.")
+    num_classes = int(num_classes)
     if inferred > num_classes:
         raise ValueError(f"labels out of range: found label {inferred - 1} but num_classes={num_classes}.")
+    present = torch.unique(labels)
+    if present.numel() < 2:
+        raise ValueError(
+            f"the labelled nodes (train ∪ val ∪ test masks) all have class {int(present[0])}: LDS needs at least "
+            "2 classes among them."
+        )
+    if present.numel() != num_classes:
+        missing = sorted(set(range(num_classes)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"labels must be 0..C-1 with every class present among the labelled nodes (train ∪ val ∪ test masks): "
+            f"C={num_classes} ({source}) but {len(missing)} classes never appear ({shown}); relabel the classes "
+            "to consecutive ids 0..C-1 (e.g. with torch.unique(labels, return_inverse=True))."
+        )
     edge_index = getattr(data, "edge_index", None)
     if edge_index is None:
         edge_index = torch.empty(2, 0, dtype=torch.long)
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(
+            f"data.edge_index must be a torch.long tensor of shape (2, E), got {type(edge_index).__name__}; "
+            "convert with torch.from_numpy(edge_index).long()."
+        )
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        raise TypeError(
+            f"data.edge_index must hold integer node indices (torch.long), got {edge_index.dtype}; "
+            "convert with data.edge_index.long()."
+        )
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"data.edge_index must have shape (2, E), got {tuple(edge_index.shape)}.")
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n):
@@ -129,6 +170,67 @@ def split_validation(val_mask: Tensor, seed: int) -> tuple[Tensor, Tensor]:
     perm = idx[torch.randperm(idx.numel(), generator=torch.Generator().manual_seed(seed))]
     half = idx.numel() // 2
     return perm[:half].sort().values, perm[half:].sort().values
+
+
+def data_fingerprint(x: Tensor, y: Tensor, masks: dict[str, Tensor], edge_index: Tensor | None,
+                     num_classes: int) -> dict[str, Any]:
+    """SHA-256 of each data tensor (shape + bytes in a canonical CPU dtype), to tie a checkpoint to its data."""
+    parts: dict[str, Any] = {"num_classes": int(num_classes)}
+    canonical = {"x": (x, torch.float64), "y": (y, torch.int64),
+                 "edge_index": (torch.empty(2, 0) if edge_index is None else edge_index, torch.int64)}
+    canonical.update({name: (masks.get(name), torch.uint8) for name in ("train_mask", "val_mask", "test_mask")})
+    for name, (t, dtype) in canonical.items():
+        if t is None:
+            parts[name] = None
+            continue
+        t = t.detach().to(device="cpu", dtype=dtype).contiguous()
+        h = hashlib.sha256(repr(tuple(t.shape)).encode())
+        h.update(t.numpy())
+        parts[name] = f"{tuple(t.shape)}:{h.hexdigest()}"
+    return parts
+
+
+def check_predict_features(data: Any, num_nodes: int, in_features: int | None = None) -> Tensor:
+    """``data.x`` checked for prediction: finite floats, ``num_nodes`` rows (and ``in_features`` columns)."""
+    x = getattr(data, "x", None)
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != num_nodes:
+        raise ValueError(
+            f"data.x must have {num_nodes} rows (LDS is transductive: predict on the graph it was fit on), got "
+            f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}."
+        )
+    if in_features is not None and x.size(1) != in_features:
+        raise ValueError(f"data.x must have {in_features} features (as in fit), got {x.size(1)}.")
+    if not x.is_floating_point():
+        raise TypeError(f"data.x must be floating point, got {x.dtype}; convert with data.x.float().")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        raise ValueError(f"data.x contains NaN or infinite values in {bad} rows; impute or drop them first.")
+    return x
+
+
+def check_score_inputs(data: Any, mask: Any, num_nodes: int) -> tuple[Tensor, Tensor]:
+    """The boolean ``mask`` (default ``data.test_mask``) and ``data.y`` on CPU, checked for ``score``."""
+    if mask is None:
+        mask = getattr(data, "test_mask", None)
+        if mask is None:
+            raise ValueError("score needs a mask: pass score(data, data.test_mask).")
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(
+            f"mask must be a boolean tensor of length {num_nodes}, got {got}; for 0/1 values use mask.bool(), for "
+            f"node indices build one: m = torch.zeros({num_nodes}, dtype=torch.bool); m[idx] = True."
+        )
+    if mask.shape != (num_nodes,):
+        raise ValueError(f"mask must have shape ({num_nodes},) (one entry per node), got {tuple(mask.shape)}.")
+    y = getattr(data, "y", None)
+    if not isinstance(y, Tensor) or y.shape != (num_nodes,):
+        raise ValueError(f"data.y must be a tensor of {num_nodes} labels, got {getattr(y, 'shape', type(y))}.")
+    mask, y = mask.cpu(), y.cpu()
+    if int(mask.sum()) == 0:
+        raise ValueError("the mask selects no nodes.")
+    if int((y[mask] < 0).sum()):
+        raise ValueError(f"the mask selects {int((y[mask] < 0).sum())} unlabelled nodes (label < 0).")
+    return mask, y
 
 
 # ----------------------------------------------------------------------------- inner stop rule
@@ -214,6 +316,30 @@ def check_int_setting(estimator: Any, name: str, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}.")
 
 
+def check_float_setting(estimator: Any, name: str, low: float | None = None, high: float | None = None, *,
+                        low_open: bool = False, high_open: bool = False) -> None:
+    """Raise unless the estimator's setting ``name`` is a finite real number in the given range."""
+    v = getattr(estimator, name)
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a finite number in {interval}, got {type(v).__name__} {v!r}.")
+    f = float(v)
+    if (not math.isfinite(f) or (low is not None and (f < low or (low_open and f == low)))
+            or (high is not None and (f > high or (high_open and f == high)))):
+        raise ValueError(f"{name} must be a finite number in {interval}, got {v!r}.")
+
+
+def check_seed_setting(estimator: Any, name: str = "seed") -> None:
+    """Raise unless the estimator's seed is an int in ``[0, 2**63)``."""
+    v = getattr(estimator, name)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int in [0, 2**63), e.g. {name}=0, got {type(v).__name__} {v!r}.")
+    if not 0 <= v < SEED_LIMIT:
+        raise ValueError(f"{name} must be an int in [0, 2**63), got {v!r}; e.g. {name}=0.")
+
+
 def check_dtype_and_device(dtype: Any, device: Any) -> torch.device:
     """Raise unless ``dtype`` is ``"float32"``/``"float64"`` and this torch/machine can use ``device``; return
     ``torch.device(device)``."""
@@ -260,7 +386,12 @@ class LDS(BaseEstimator):
             ``"gcnconv"``, ``"graphconv"`` or a factory ``(in_channels, out_channels) -> MessagePassing``
             (PyG layers taking ``edge_weight``), run through :class:`bilevel_core.FunctionalModule`.
         checkpoint_every: outer iterations between checkpoints (when ``checkpoint`` is given to fit).
-        seed, device, dtype, verbose.
+        seed: an int in ``[0, 2**63)``.
+        device, dtype, verbose.
+
+    Data: ``y`` holds labels ``0..C-1`` on the nodes of the masks, every class present among them and
+    ``C >= 2`` (``-1`` allowed outside every mask); ``C`` is ``data.num_classes_`` if set, else the largest
+    label + 1. Float settings must be finite.
     """
 
     def __init__(
@@ -346,8 +477,16 @@ class LDS(BaseEstimator):
                     f"truncate={self.truncate} exceeds hypergrad_every={self.hypergrad_every}: the hypergradient "
                     "of a window can go back at most τ steps."
                 )
-        if not self.outer_lr > 0:
-            raise ValueError(f"outer_lr must be > 0, got {self.outer_lr}.")
+        positive_int("max_all_pairs")
+        check_float_setting(self, "outer_lr", 0.0, low_open=True)
+        check_float_setting(self, "outer_lr_decay", 0.0)
+        check_float_setting(self, "inner_lr", 0.0, low_open=True)
+        check_float_setting(self, "inner_eps", 0.0, low_open=True)
+        check_float_setting(self, "inner_tol", 0.0, 1.0, high_open=True)
+        check_float_setting(self, "init_prob", 0.0, 1.0)
+        check_float_setting(self, "dropout", 0.0, 1.0, high_open=True)
+        check_float_setting(self, "weight_decay", 0.0)
+        check_seed_setting(self)
         a, b = INNER_LR_RANGE
         if self.learn_inner_lr and not a < self.inner_lr < b:
             raise ValueError(f"inner_lr must be in ({a}, {b}) when learned, got {self.inner_lr}.")
@@ -355,10 +494,6 @@ class LDS(BaseEstimator):
             raise ValueError(f"candidates must be 'auto', 'all' or 'sparse', got {self.candidates!r}.")
         if self.metric not in ("cosine", "euclidean"):
             raise ValueError(f"metric must be 'cosine' or 'euclidean', got {self.metric!r}.")
-        if not 0.0 <= self.init_prob <= 1.0:
-            raise ValueError(f"init_prob must be in [0, 1], got {self.init_prob}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if isinstance(self.backbone, str) and self.backbone not in ("gcn", "gcnconv", "graphconv"):
             raise ValueError(f"backbone must be 'gcn', 'gcnconv', 'graphconv' or a callable, got {self.backbone!r}.")
         check_dtype_and_device(self.dtype, self.device)
@@ -368,10 +503,14 @@ class LDS(BaseEstimator):
         return torch.float64 if self.dtype == "float64" else torch.float32
 
     # ------------------------------------------------------------------ setup
-    def _prepare(self, data: Any) -> PreparedData:
+    def _prepare(self, data: Any) -> tuple[PreparedData, dict[str, Any]]:
+        """Validated tensors of ``data`` and their fingerprint (see :func:`data_fingerprint`)."""
         x, y, masks, num_classes = validate_data(data)
+        edge_index = getattr(data, "edge_index", None)
+        edge_index = torch.empty(2, 0, dtype=torch.long) if edge_index is None else edge_index.long()
+        fp = data_fingerprint(x, y, masks, edge_index, num_classes)
         device = torch.device(self.device)
-        val_outer, val_stop = split_validation(masks["val_mask"], self.seed)
+        val_outer, val_stop = split_validation(masks["val_mask"], int(self.seed))
         y_safe = y.clone().long()
         y_safe[y_safe < 0] = 0  # unlabelled nodes (never read)
         return PreparedData(
@@ -381,10 +520,9 @@ class LDS(BaseEstimator):
             train_idx=torch.nonzero(masks["train_mask"], as_tuple=True)[0].to(device),
             val_outer_idx=val_outer.to(device),
             val_stop_idx=val_stop.to(device),
-            edge_index=data.edge_index if getattr(data, "edge_index", None) is not None
-            else torch.empty(2, 0, dtype=torch.long),
+            edge_index=edge_index,
             num_nodes=x.size(0),
-        )
+        ), fp
 
     def _resolved_candidates(self, n: int) -> str:
         """``"all"`` or ``"sparse"``: all pairs up to ``max_all_pairs`` with the built-in GCN, else sparse."""
@@ -460,8 +598,11 @@ class LDS(BaseEstimator):
         Args:
             data: a PyG ``Data`` with ``x``, ``y``, ``train_mask``, ``val_mask`` (``edge_index`` optional).
             checkpoint: path of a resumable checkpoint, written atomically every ``checkpoint_every``
-                outer iterations.
-            resume: path of a checkpoint to continue from (same data and settings).
+                outer iterations and when the fit ends (early stop, ``max_outer_iters``, Ctrl-C: the last
+                finished iteration). Its directory must be writable: checked before the first iteration.
+            resume: path of a checkpoint to continue from; it must have been written for the same data
+                (x, y, masks, edge_index: compared by SHA-256) and settings. Read with
+                ``weights_only=True``: a file cannot run code.
             callback: ``callback(iteration, record, distribution)`` after every outer iteration, with the
                 history record and the current (live, do not modify) edge distribution, e.g. to follow θ.
         """
@@ -469,37 +610,46 @@ class LDS(BaseEstimator):
 
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}.")
+        for name, value in (("checkpoint", checkpoint), ("resume", resume)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a file path (str or os.PathLike), got {type(value).__name__}.")
 
         self._check_settings()
-        prep = self._prepare(data)
+        if checkpoint is not None:
+            _check_writable(checkpoint, "checkpoint")
+        ck = _load_checkpoint(resume) if resume is not None else None
+        prep, fingerprint = self._prepare(data)
         torch_dtype = self._torch_dtype
         device = torch.device(self.device)
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        gen = torch.Generator(device="cpu").manual_seed(int(self.seed))
         dist = self._build_distribution(prep)
         self.backbone_ = self._make_backbone(prep)
         a, b = INNER_LR_RANGE
-        lr_logit = torch.tensor(math.log((self.inner_lr - a) / (b - self.inner_lr)), dtype=torch_dtype,
-                                device=device)
+        # with a fixed inner lr the logit is never read (and inner_lr may lie outside (a, b))
+        logit = math.log((self.inner_lr - a) / (b - self.inner_lr)) if self.learn_inner_lr else 0.0
+        lr_logit = torch.tensor(logit, dtype=torch_dtype, device=device)
         self.initial_num_edges_ = dist.expected_num_edges()
         start_iter, num_updates, best, since_best = 0, 0, None, 0
         history: list[dict[str, float]] = []
         elapsed = 0.0  # compute time of earlier runs of this fit (resume): times below add up across resumes
-        if resume is not None:
-            ck = torch.load(resume, map_location=device, weights_only=False)
-            self._check_resume(ck, dist)
+        if ck is not None:
+            self._check_resume(ck, dist, fingerprint, resume)
             dist.probs.copy_(ck["probs"])
             dist.invalidate()
             lr_logit.copy_(ck["lr_logit"])
             gen.set_state(ck["generator"])
             start_iter, num_updates, since_best = ck["iteration"], ck["num_updates"], ck["since_best"]
-            best, history = ck["best"], ck["history"]
-            elapsed = float(ck.get("elapsed", history[-1]["time"] if history else 0.0))
+            best, history = dict(ck["best"]), ck["history"]
+            best.update(probs=best["probs"].to(device),
+                        params=tuple(p.to(device) for p in best["params"]), lr_logit=best["lr_logit"].to(device))
+            elapsed = float(ck["elapsed"])
 
         truncate = self.hypergrad_every if self.truncate is None else self.truncate
         t0 = time.perf_counter() - elapsed
         bar = tqdm(total=self.max_outer_iters, initial=start_iter, disable=not self.verbose, desc="LDS",
                    dynamic_ncols=True)
         interrupted = False
+        unsaved: dict[str, Any] | None = None  # checkpoint of the last finished iteration, not yet written
         try:
             for it in range(start_iter, self.max_outer_iters):
                 params, steps, num_updates = self._outer_iteration(prep, dist, lr_logit, gen, num_updates, truncate)
@@ -521,9 +671,12 @@ class LDS(BaseEstimator):
                 bar.set_postfix(val_acc=f"{val_acc:.4f}", best=f"{best['val_acc']:.4f}",
                                 edges=f"{record['expected_edges']:.0f}", steps=steps)
                 done = since_best >= self.patience
-                if checkpoint is not None and ((it + 1) % self.checkpoint_every == 0 or done):
-                    self._save_checkpoint(checkpoint, time.perf_counter() - t0, dist, lr_logit, gen, it + 1,
-                                          num_updates, since_best, best, history)
+                if checkpoint is not None:
+                    unsaved = self._checkpoint_state(time.perf_counter() - t0, dist, lr_logit, gen, it + 1,
+                                                     num_updates, since_best, best, history, fingerprint)
+                    if (it + 1) % self.checkpoint_every == 0 or done:
+                        _atomic_save(unsaved, checkpoint)
+                        unsaved = None
                 if done:
                     break
         except KeyboardInterrupt:
@@ -531,6 +684,8 @@ class LDS(BaseEstimator):
             warnings.warn("fit interrupted: keeping the best model found so far.", stacklevel=2)
         finally:
             bar.close()
+        if unsaved is not None:  # the fit ended between checkpoints (max_outer_iters, interrupt): write the last one
+            _atomic_save(unsaved, checkpoint)
         if best is None:
             raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
         self._set_fitted(prep, dist, best, history)
@@ -591,7 +746,7 @@ class LDS(BaseEstimator):
     # ------------------------------------------------------------------ evaluation
     def _mean_proba(self, params, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:
         """Class probabilities averaged over S graphs ``A ~ Ber(θ)`` (or on ``A = θ`` without sampling)."""
-        gen = torch.Generator(device="cpu").manual_seed(self.seed + 7919)
+        gen = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7919)
         with torch.no_grad():
             if not self.sampling:
                 return torch.softmax(network_logits(params, prep, theta, dist.pairs, backbone=self.backbone_), dim=1)
@@ -631,11 +786,7 @@ class LDS(BaseEstimator):
 
     def _prep_for_predict(self, data: Any) -> PreparedData:
         self._check_fitted()
-        x = getattr(data, "x", None)
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != self.num_nodes_:
-            raise ValueError(
-                f"data.x must have {self.num_nodes_} rows (LDS is transductive: predict on the graph it was fit on)."
-            )
+        x = check_predict_features(data, self.num_nodes_, self.in_features_)
         x = preprocess_features(x.to(device=self.device, dtype=self._torch_dtype), self.normalize_features)
         return PreparedData(x=x, y=torch.zeros(0, dtype=torch.long),
                             num_classes=self.num_classes_, train_idx=torch.empty(0, dtype=torch.long),
@@ -652,16 +803,10 @@ class LDS(BaseEstimator):
         return self.predict_proba(data).argmax(dim=1)
 
     def score(self, data: Any, mask: Tensor | None = None) -> float:
-        """Accuracy on ``mask`` (default ``data.test_mask``), in [0, 1]."""
-        if mask is None:
-            mask = getattr(data, "test_mask", None)
-            if mask is None:
-                raise ValueError("score needs a mask: pass score(data, data.test_mask).")
+        """Accuracy on ``mask`` (a boolean tensor of length N; default ``data.test_mask``), in [0, 1]."""
+        self._check_fitted()
+        mask, y = check_score_inputs(data, mask, self.num_nodes_)
         pred = self.predict(data)
-        y = data.y.cpu()
-        mask = mask.cpu()
-        if int(mask.sum()) == 0:
-            raise ValueError("the mask selects no nodes.")
         return float((pred[mask] == y[mask]).double().mean())
 
     def edge_probs(self) -> tuple[Tensor, Tensor]:
@@ -670,54 +815,121 @@ class LDS(BaseEstimator):
         return self.distribution_.edge_probs()
 
     # ------------------------------------------------------------------ persistence
-    def _save_checkpoint(self, path, elapsed, dist, lr_logit, gen, iteration, num_updates, since_best, best,
-                         history) -> None:
-        state = {"kind": "lds-checkpoint", "elapsed": elapsed, "params": self.get_params(),
-                 "probs": dist.probs.detach().cpu(),
-                 "num_pairs": dist.pairs.size(1), "lr_logit": lr_logit.detach().cpu(), "generator": gen.get_state(),
-                 "iteration": iteration, "num_updates": num_updates, "since_best": since_best, "best": best,
-                 "history": history}
-        _atomic_save(state, path)
+    def _plain_params(self, *, checkpoint: bool) -> dict[str, Any]:
+        """``get_params()`` as plain Python values, loadable with ``torch.load(weights_only=True)``.
 
-    def _check_resume(self, ck: dict[str, Any], dist: EdgeDistribution) -> None:
-        if ck.get("kind") != "lds-checkpoint":
-            raise ValueError("resume= is not an LDS checkpoint (written by fit(..., checkpoint=path)).")
-        if ck["num_pairs"] != dist.pairs.size(1):
+        A callable ``backbone`` is code, not data: a checkpoint records its qualified name (to compare on
+        resume); :meth:`save` refuses it."""
+        out: dict[str, Any] = {}
+        for name, value in self.get_params().items():
+            if name == "backbone" and callable(value):
+                if not checkpoint:
+                    raise ValueError(
+                        f"save cannot store backbone={value!r}: a callable backbone is code, and model files are "
+                        "loaded without running code. Fit with a string backbone ('gcn', 'gcnconv', 'graphconv') "
+                        "to save the model, or save the weights separately (model.params_, "
+                        "model.distribution_.state_dict())."
+                    )
+                value = f"<callable {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}>"
+            elif isinstance(value, torch.device):
+                value = str(value)
+            elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+                value = float(value)
+            elif value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(f"cannot save setting {name}={value!r}: settings must be numbers, strings, bools or "
+                                 "None.")
+            out[name] = bool(value) if isinstance(value, bool) else value
+        return out
+
+    def _checkpoint_state(self, elapsed, dist, lr_logit, gen, iteration, num_updates, since_best, best, history,
+                          fingerprint) -> dict[str, Any]:
+        """A resumable snapshot of the fit (copies, so later iterations do not change it)."""
+        return {"kind": "lds-checkpoint", "elapsed": float(elapsed), "params": self._plain_params(checkpoint=True),
+                "data": fingerprint, "probs": dist.probs.detach().to("cpu", copy=True),
+                "num_pairs": dist.pairs.size(1), "lr_logit": lr_logit.detach().to("cpu", copy=True),
+                "generator": gen.get_state(), "iteration": iteration, "num_updates": num_updates,
+                "since_best": since_best,
+                "best": {**best, "probs": best["probs"].cpu(), "params": tuple(p.cpu() for p in best["params"]),
+                         "lr_logit": best["lr_logit"].cpu()},
+                "history": list(history)}
+
+    def _check_resume(self, ck: dict[str, Any], dist: EdgeDistribution, fingerprint: dict[str, Any],
+                      path: str | os.PathLike) -> None:
+        path = os.fspath(path)
+        theirs_data = ck["data"]
+        differ = sorted(k for k in fingerprint.keys() | theirs_data.keys()
+                        if fingerprint.get(k) != theirs_data.get(k))
+        if differ:
             raise ValueError(
-                f"the checkpoint has {ck['num_pairs']} candidate pairs but this data gives {dist.pairs.size(1)}: "
-                "resume with the same data and settings."
+                f"the checkpoint {path} was written for different data (differs in: {', '.join(differ)}): resume "
+                "with the same x, y, masks and edge_index, or start a new fit without resume=."
             )
-        mine, theirs = self.get_params(), ck["params"]
+        mine, theirs = self._plain_params(checkpoint=True), ck["params"]
         diff = {k for k in mine if k not in ("verbose", "max_outer_iters", "checkpoint_every", "device")
                 and mine[k] != theirs.get(k)}
         if diff:
-            raise ValueError(f"the checkpoint was written with different settings: {sorted(diff)}.")
+            raise ValueError(f"the checkpoint {path} was written with different settings: {sorted(diff)}.")
+        if ck["num_pairs"] != dist.pairs.size(1) or ck["probs"].shape != (dist.pairs.size(1),):
+            raise ValueError(
+                f"the checkpoint {path} has {ck['num_pairs']} candidate pairs but this data gives "
+                f"{dist.pairs.size(1)}: resume with the same data and settings."
+            )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Save the fitted model (settings, θ, GCN weights) atomically."""
+        """Save the fitted model (settings, θ, GCN weights) atomically; the file holds only tensors and plain
+        values, so :meth:`load` runs no code. A model with a callable ``backbone`` cannot be saved."""
         self._check_fitted()
-        state = {"kind": "lds-model", "params": self.get_params(), "distribution": self.distribution_.state_dict(),
-                 "gcn": tuple(p.cpu() for p in self.params_), "inner_lr": self.inner_lr_,
+        state = {"kind": "lds-model", "params": self._plain_params(checkpoint=False),
+                 "distribution": self.distribution_.state_dict(),
+                 "gcn": tuple(p.cpu() for p in self.params_), "inner_lr": float(self.inner_lr_),
                  "num_classes": self.num_classes_, "num_nodes": self.num_nodes_, "history": self.history_,
                  "in_features": self.in_features_,
-                 "best_iteration": self.best_iteration_, "best_val_acc": self.best_val_acc_,
+                 "best_iteration": self.best_iteration_, "best_val_acc": float(self.best_val_acc_),
                  "val_outer_idx": self.val_outer_idx_, "val_stop_idx": self.val_stop_idx_,
-                 "initial_num_edges": self.initial_num_edges_}
+                 "initial_num_edges": float(self.initial_num_edges_)}
         _atomic_save(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> LDS:
-        """Load a model written by :meth:`save`."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("kind") != "lds-model":
-            raise ValueError(f"{path} is not a saved LDS model (write one with model.save(path)).")
+        """Load a model written by :meth:`save` (tensors and plain values only: no code runs)."""
+        state = _load_file(path, "a saved LDS model (written by model.save(path))", "lds-model", _MODEL_KEYS)
+        path = os.fspath(path)
         params = dict(state["params"])
+        unknown = sorted(set(params) - set(cls._get_param_names()))
+        if unknown:
+            raise ValueError(f"{path} is not a saved LDS model of this version: unknown settings {unknown}.")
         if device is not None:
             params["device"] = device
         model = cls(**params)
-        model.distribution_ = EdgeDistribution.from_state_dict(state["distribution"], device=model.device)
-        model.params_ = tuple(p.to(model.device) for p in state["gcn"])
-        model.inner_lr_ = state["inner_lr"]
+        try:
+            model._check_settings()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} holds settings that cannot be used here: {exc} (pass load(path, device=...) "
+                             "to choose the device).") from exc
+        try:
+            dist_state = state["distribution"]
+            _check_keys(dist_state, path, "distribution", {"pairs": Tensor, "num_nodes": int, "probs": Tensor,
+                                                           "is_all_pairs": bool})
+            check_pairs(dist_state["pairs"], dist_state["num_nodes"])
+            model.distribution_ = EdgeDistribution.from_state_dict(dist_state, device=model.device)
+            gcn = state["gcn"]
+            if not isinstance(gcn, (tuple, list)) or not gcn or not all(
+                    isinstance(p, Tensor) and p.is_floating_point() for p in gcn):
+                raise ValueError("'gcn' must be a non-empty tuple of floating-point weight tensors")
+            for name in ("val_outer_idx", "val_stop_idx"):
+                idx = state[name]
+                if idx.dtype != torch.long or idx.dim() != 1 or (idx.numel() and not (
+                        0 <= int(idx.min()) and int(idx.max()) < state["num_nodes"])):
+                    raise ValueError(f"{name!r} must be node indices in [0, {state['num_nodes']})")
+            if dist_state["num_nodes"] != state["num_nodes"]:
+                raise ValueError(f"the distribution has {dist_state['num_nodes']} nodes, the model "
+                                 f"{state['num_nodes']}")
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path} is not a valid saved LDS model: {exc}.") from exc
+        model.params_ = tuple(p.to(model.device) for p in gcn)
+        model.inner_lr_ = float(state["inner_lr"])
         model.num_classes_ = state["num_classes"]
         model.num_nodes_ = state["num_nodes"]
         model.in_features_ = state["in_features"]
@@ -727,19 +939,150 @@ class LDS(BaseEstimator):
                                        model._torch_dtype, model.device)
         model.history_ = state["history"]
         model.best_iteration_ = state["best_iteration"]
-        model.best_val_acc_ = state["best_val_acc"]
+        model.best_val_acc_ = float(state["best_val_acc"])
         model.val_outer_idx_ = state["val_outer_idx"]
         model.val_stop_idx_ = state["val_stop_idx"]
-        model.initial_num_edges_ = state["initial_num_edges"]
+        model.initial_num_edges_ = float(state["initial_num_edges"])
         return model
 
 
+# ----------------------------------------------------------------------------- files
+
+_Real = (int, float)
+_MODEL_KEYS: Mapping[str, Any] = MappingProxyType({
+    "params": dict, "distribution": dict, "gcn": (tuple, list), "inner_lr": _Real, "num_classes": int,
+    "num_nodes": int, "history": list, "in_features": int, "best_iteration": int, "best_val_acc": _Real,
+    "val_outer_idx": Tensor, "val_stop_idx": Tensor, "initial_num_edges": _Real,
+})
+_CHECKPOINT_KEYS: Mapping[str, Any] = MappingProxyType({
+    "elapsed": _Real, "params": dict, "data": dict, "probs": Tensor, "num_pairs": int, "lr_logit": Tensor,
+    "generator": Tensor, "iteration": int, "num_updates": int, "since_best": int, "best": dict, "history": list,
+})
+_BEST_KEYS: Mapping[str, Any] = MappingProxyType({
+    "val_acc": _Real, "val_loss": _Real, "iteration": int, "probs": Tensor, "params": (tuple, list),
+    "lr_logit": Tensor,
+})
+# what torch.load raises on a file that is not a torch file, a truncated one, or one with code in its pickle
+_LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError, KeyError, AttributeError,
+                IndexError, ImportError, NotImplementedError, OverflowError, MemoryError, struct.error, OSError)
+
+
+def _check_keys(state: Any, path: str, what: str, spec: Mapping[str, Any]) -> None:
+    """Raise ValueError unless ``state`` is a dict with every key of ``spec``, each of the given type(s)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: {what} must be a dict, got {type(state).__name__}")
+    for key, types in spec.items():
+        if key not in state:
+            raise ValueError(f"{path}: {what} has no {key!r} entry")
+        value = state[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in (
+                types if isinstance(types, tuple) else (types,))):
+            raise ValueError(f"{path}: {what}[{key!r}] must be {getattr(types, '__name__', types)}, got "
+                             f"{type(value).__name__}")
+
+
+def _load_file(path: str | os.PathLike, what: str, kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` (tensors and plain containers only: a pickled payload is refused,
+    not run) and a check that it is ``what``: a dict of ``kind`` with the keys and types of ``spec``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}.")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected {what}).")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (PermissionError, FileNotFoundError, IsADirectoryError):
+        raise
+    except _LOAD_ERRORS as exc:  # OSError: torch seeks past the end of a truncated file
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path} is not {what}: torch.load (weights only, no code) cannot read it ({type(exc).__name__}: "
+            f"{first}). The file is truncated, corrupt, not a torch file, or holds objects other than tensors "
+            "and plain values."
+        ) from exc
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        found = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not {what}: found {found!r} instead of a dict with kind={kind!r}.")
+    if kind == "lds-checkpoint" and "data" not in state:
+        raise ValueError(f"{path} is an LDS checkpoint of an older version, without the data fingerprint that resume "
+                         "checks: start a new fit without resume=.")
+    try:
+        _check_keys(state, path, "the file", spec)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: it is not {what}.") from None
+    return state
+
+
+def _load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint written by ``fit(..., checkpoint=path)``, checked for the entries that resume reads."""
+    what = "an LDS checkpoint (written by fit(..., checkpoint=path))"
+    ck = _load_file(path, what, "lds-checkpoint", _CHECKPOINT_KEYS)
+    path = os.fspath(path)
+    try:
+        _check_keys(ck["best"], path, "best", _BEST_KEYS)
+        if not all(isinstance(p, Tensor) for p in ck["best"]["params"]):
+            raise ValueError(f"{path}: best['params'] must hold weight tensors")
+        if ck["generator"].dtype != torch.uint8 or ck["generator"].dim() != 1:
+            raise ValueError(f"{path}: 'generator' must be a torch.Generator state (a 1-D uint8 tensor)")
+        torch.Generator().set_state(ck["generator"])
+        if ck["probs"].dim() != 1 or not ck["probs"].is_floating_point() or ck["lr_logit"].numel() != 1:
+            raise ValueError(f"{path}: 'probs' must be a 1-D float tensor and 'lr_logit' a scalar")
+        if min(ck["since_best"], ck["iteration"], ck["num_updates"]) < 0 or not ck["best"]["params"]:
+            raise ValueError(f"{path}: negative counters or no network weights")
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{exc}: it is not {what}.") from exc
+    return ck
+
+
+def _check_writable(path: str | os.PathLike, argument: str) -> None:
+    """Raise ValueError unless a file can be written at ``path`` (its directory is created if missing)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        example = os.path.join(path, "lds.ckpt")
+        raise ValueError(f"{argument}={path!r} is a directory: give a file path, e.g. {example!r}.")
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(
+            f"{argument}={path!r} is not writable ({exc.strerror or exc}): choose a path in a writable directory."
+        ) from exc
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable, where the platform supports fsync on a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """Write with ``torch.save`` to a temporary file, then rename (no torn checkpoint on a crash)."""
+    """Write with ``torch.save`` to a temporary file, fsync it, then rename (no torn file on a crash); the
+    temporary file is removed when the write fails."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
