@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import torch
@@ -70,7 +71,7 @@ __all__ = [
 
 SHARD_STRATEGIES = ("contiguous", "strided")
 _ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-_DTYPE_CODES = {torch.float32: 1, torch.float64: 2}  # buffer dtypes (floating, at least float32)
+_DTYPE_CODES = MappingProxyType({torch.float32: 1, torch.float64: 2})  # buffer dtypes (floating, at least float32)
 
 _Item = TypeVar("_Item")
 Group = Any  # a torch.distributed ProcessGroup, or None for the default group

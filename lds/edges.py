@@ -15,7 +15,7 @@ from torch import Tensor
 
 from bilevel_core import straight_through_bernoulli
 
-from .propagation import all_pairs, pairs_from_edge_index
+from .propagation import CandidateGraph, all_pairs, pairs_from_edge_index
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class EdgeDistribution:
         self.num_nodes = int(num_nodes)
         self.probs = probs
         self.is_all_pairs = bool(is_all_pairs)
-        self._positive: Tensor | None = None
+        self._support: tuple[int, Tensor] | None = None  # (θ's version counter, indices with θ > 0)
+        self._candidates: CandidateGraph | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -117,11 +118,22 @@ class EdgeDistribution:
         return cls(pairs.to(device), num_nodes, probs.to(device), is_all_pairs=is_all)
 
     # ------------------------------------------------------------------ sampling
+    @property
+    def candidates(self) -> CandidateGraph:
+        """The candidate set as a :class:`~lds.propagation.CandidateGraph`, built once: pass it to the GCN so
+        that its derived index tensors, and the caches of a fit's windows, live as long as this distribution."""
+        if self._candidates is None:
+            self._candidates = CandidateGraph(self.pairs, self.num_nodes, validate=False)
+            self._candidates.validated = True  # from_candidates builds sorted, unique pairs i < j
+        return self._candidates
+
     def support(self) -> Tensor:
-        """Indices of the candidates with θ > 0 (cached until θ changes: :meth:`project_`, :meth:`invalidate`)."""
-        if self._positive is None:
-            self._positive = torch.nonzero(self.probs.detach() > 0, as_tuple=True)[0]
-        return self._positive
+        """Indices of the candidates with θ > 0, cached while θ's version counter is unchanged (every in-place
+        update of ``probs`` moves it; a change through ``.data`` does not: call :meth:`invalidate` then)."""
+        version = self.probs._version
+        if self._support is None or self._support[0] != version:
+            self._support = (version, torch.nonzero(self.probs.detach() > 0, as_tuple=True)[0])
+        return self._support[1]
 
     def draw(self, generator: torch.Generator) -> EdgeUniforms:
         """The uniforms of one sample, for the pairs with θ > 0 only (pairs with θ = 0 are never drawn).
@@ -162,11 +174,11 @@ class EdgeDistribution:
         """Euclidean projection onto [0, 1]^P, in place."""
         with torch.no_grad():
             self.probs.clamp_(0.0, 1.0)
-        self.invalidate()
 
     def invalidate(self) -> None:
-        """Forget the cached support of θ (call after changing ``probs`` in place)."""
-        self._positive = None
+        """Forget the cached support of θ; needed only after a change the version counter does not see
+        (through ``probs.data``)."""
+        self._support = None
 
     def expected_num_edges(self) -> float:
         """E[|E|] = Σ θ_ij (undirected)."""

@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.weak import WeakIdKeyDictionary
 
 from .propagation import (
     CandidateGraph,
@@ -47,8 +46,8 @@ from .propagation import (
     gcn_propagate,
 )
 
-__all__ = ["DropoutMasks", "Params", "features_times", "gcn_forward", "gcn_l2_penalty", "init_gcn_params",
-           "sample_dropout_masks"]
+__all__ = ["DropoutMasks", "NodeFeatures", "Params", "as_node_features", "features_times", "gcn_forward",
+           "gcn_l2_penalty", "init_gcn_params", "sample_dropout_masks"]
 
 Params = tuple[Tensor, Tensor]
 """``(W₁, W₂)`` of shapes ``(F, h)`` and ``(h, C)``."""
@@ -84,21 +83,63 @@ def init_gcn_params(
 
 # ----------------------------------------------------------------------------- dropout
 
-_NONZERO_CACHE: Any = WeakIdKeyDictionary()  # x -> (version, flat indices of its nonzero entries)
+SPARSE_FEATURES_MAX_DENSITY = 0.1
+"""Features with at most this fraction of nonzeros take the gather/scatter path of :func:`features_times`."""
 
 
-def _nonzero_flat(x: Tensor) -> Tensor:
-    """Flat indices of the nonzero entries of ``x`` (cached per tensor, refreshed after in-place changes)."""
-    entry = _NONZERO_CACHE.get(x)
-    if entry is not None and entry[0] == x._version:
-        return entry[1]
-    idx = torch.nonzero(x.detach().reshape(-1), as_tuple=True)[0]
-    _NONZERO_CACHE[x] = (x._version, idx)
-    return idx
+class NodeFeatures:
+    """Node features ``X`` ``(N, F)`` with the index structures derived from them, computed once.
+
+    The flat indices of the nonzeros (compact dropout masks) and, for sparse features, their
+    ``(rows, cols, values)`` (the gather/scatter first layer of :func:`features_times`) belong to the
+    features of one problem: build this once (LDS keeps it in the prepared data of a fit) and pass it
+    wherever ``x`` is accepted. A plain tensor works too and derives them at every call. They are
+    recomputed when ``x`` changes in place (its version counter moves).
+    """
+
+    __slots__ = ("x", "_version", "_nonzero", "_sparse")
+
+    def __init__(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor of shape (N, F), got {getattr(x, 'shape', type(x))}.")
+        self.x = x
+        self._version = -1
+        self._nonzero: Tensor | None = None
+        self._sparse: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def _refresh(self) -> None:
+        if self._version != self.x._version:
+            self._nonzero = None
+            self._sparse = None
+            self._version = self.x._version
+
+    def nonzero_flat(self) -> Tensor:
+        """Flat (row-major) indices of the nonzero entries of ``x``."""
+        self._refresh()
+        if self._nonzero is None:
+            self._nonzero = torch.nonzero(self.x.detach().reshape(-1), as_tuple=True)[0]
+        return self._nonzero
+
+    def sparse(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(rows, cols, values)`` of the nonzeros in row-major order, or None when ``x`` is dense
+        (more than :data:`SPARSE_FEATURES_MAX_DENSITY` nonzero)."""
+        idx = self.nonzero_flat()
+        if idx.numel() > SPARSE_FEATURES_MAX_DENSITY * self.x.numel():
+            return None
+        if self._sparse is None:
+            f = self.x.size(1)
+            self._sparse = (torch.div(idx, f, rounding_mode="floor"), idx % f,
+                            self.x.detach().reshape(-1).index_select(0, idx))
+        return self._sparse
+
+
+def as_node_features(x: Tensor | NodeFeatures) -> NodeFeatures:
+    """``x`` as :class:`NodeFeatures` (a new one for a tensor)."""
+    return x if isinstance(x, NodeFeatures) else NodeFeatures(x)
 
 
 def sample_dropout_masks(
-    x_shape: torch.Size | tuple[int, int] | Tensor,
+    x_shape: torch.Size | tuple[int, int] | Tensor | NodeFeatures,
     hidden_shape: torch.Size | tuple[int, int],
     p: float,
     generator: torch.Generator,
@@ -122,10 +163,11 @@ def sample_dropout_masks(
         raise ValueError(f"the dropout rate p must be in [0, 1), got {p}.")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
-    if isinstance(x_shape, Tensor):
-        dtype = dtype or x_shape.dtype
-        device = device or x_shape.device
-        x_numel: tuple[int, ...] = (_nonzero_flat(x_shape).numel(),)
+    if isinstance(x_shape, Tensor | NodeFeatures):
+        feats = as_node_features(x_shape)
+        dtype = dtype or feats.x.dtype
+        device = device or feats.x.device
+        x_numel: tuple[int, ...] = (feats.nonzero_flat().numel(),)
     else:
         x_numel = tuple(int(d) for d in x_shape)
     dtype = dtype or torch.float32
@@ -144,36 +186,18 @@ def _check_compact_mask(x: Tensor, mask_x: Tensor, nnz: int) -> None:
                          f"feature ({nnz},), got {tuple(mask_x.shape)}; use sample_dropout_masks.")
 
 
-def _drop_features(x: Tensor, mask_x: Tensor) -> Tensor:
+def _drop_features(features: Tensor | NodeFeatures, mask_x: Tensor) -> Tensor:
+    feats = as_node_features(features)
+    x = feats.x
     if mask_x.shape == x.shape:
         return x * mask_x
-    idx = _nonzero_flat(x)
+    idx = feats.nonzero_flat()
     _check_compact_mask(x, mask_x, idx.numel())
     flat = x.reshape(-1)
     return torch.zeros_like(flat).index_put((idx,), flat.index_select(0, idx) * mask_x).view_as(x)
 
 
-_SPARSE_CACHE: Any = WeakIdKeyDictionary()  # x -> (version, (rows, cols, values) or None)
-SPARSE_FEATURES_MAX_DENSITY = 0.1
-"""Features with at most this fraction of nonzeros take the gather/scatter path of :func:`features_times`."""
-
-
-def _sparse_features(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-    """``(rows, cols, values)`` of the nonzeros of ``x`` in row-major order, or None when ``x`` is dense
-    (cached per tensor, refreshed after in-place changes)."""
-    entry = _SPARSE_CACHE.get(x)
-    if entry is not None and entry[0] == x._version:
-        return entry[1]
-    idx = _nonzero_flat(x)
-    out = None
-    if x.dim() == 2 and idx.numel() <= SPARSE_FEATURES_MAX_DENSITY * x.numel():
-        f = x.size(1)
-        out = (torch.div(idx, f, rounding_mode="floor"), idx % f, x.detach().reshape(-1).index_select(0, idx))
-    _SPARSE_CACHE[x] = (x._version, out)
-    return out
-
-
-def features_times(x: Tensor, W: Tensor, mask_x: Tensor | None = None) -> Tensor:
+def features_times(features: Tensor | NodeFeatures, W: Tensor, mask_x: Tensor | None = None) -> Tensor:
     """``drop(X) · W`` (inverted dropout with ``mask_x``, dense or compact, or none).
 
     For sparse features (bag of words: Cora 1.3 %, Citeseer 0.9 % nonzero) this is a gather/scatter over
@@ -182,9 +206,11 @@ def features_times(x: Tensor, W: Tensor, mask_x: Tensor | None = None) -> Tensor
     w.r.t. ``W`` of any order are those of the dense product (up to summation order); features that need
     a gradient themselves take the dense path.
     """
-    sparse = None if x.requires_grad else _sparse_features(x)
+    feats = as_node_features(features)
+    x = feats.x
+    sparse = None if x.requires_grad else feats.sparse()
     if sparse is None or (mask_x is not None and mask_x.shape == x.shape):
-        return (x if mask_x is None else _drop_features(x, mask_x)) @ W
+        return (x if mask_x is None else _drop_features(feats, mask_x)) @ W
     rows, cols, values = sparse
     if mask_x is not None:
         _check_compact_mask(x, mask_x, values.numel())
@@ -249,7 +275,7 @@ def _check_forward_inputs(params: Any, x: Any) -> None:
 
 def gcn_forward(
     params: Params,
-    x: Tensor,
+    x: Tensor | NodeFeatures,
     graph: Tensor | tuple[Tensor, Tensor | CandidateGraph],
     *,
     dropout: float = 0.5,
@@ -263,7 +289,7 @@ def gcn_forward(
 
     Args:
         params: ``(W₁, W₂)`` from :func:`init_gcn_params`.
-        x: dense node features ``(N, F)``.
+        x: dense node features ``(N, F)``, or :class:`NodeFeatures` (their nonzero index is then built once).
         graph: dense adjacency ``(N, N)``; ``(values, pairs)`` on a candidate set (sparse forward, the
             gradient reaches every candidate pair); or ``(edge_index, edge_weight)``.
         dropout: rate p of fresh masks (when ``training`` and no masks are given).
@@ -275,8 +301,12 @@ def gcn_forward(
             :func:`~lds.propagation.gcn_propagate`).
         validate: check shapes and dtypes (pairs are checked once per tensor).
     """
+    feats = x if isinstance(x, NodeFeatures) else None
+    x = x.x if isinstance(x, NodeFeatures) else x
     if validate:
         _check_forward_inputs(params, x)
+    if feats is None:
+        feats = NodeFeatures(x)
     W1, W2 = params
     n = x.size(0)
     propagate = _propagator(graph, n, candidate_mode, validate)
@@ -292,8 +322,8 @@ def gcn_forward(
             if generator is None:
                 raise ValueError("training=True with dropout > 0 needs dropout_masks or a torch.Generator "
                                  "(generator=...); library code draws no global random numbers.")
-            masks = sample_dropout_masks(x, (n, W1.size(1)), dropout, generator, x.dtype, x.device)
-    hidden = torch.relu(propagate(features_times(x, W1, None if masks is None else masks[0])))
+            masks = sample_dropout_masks(feats, (n, W1.size(1)), dropout, generator, x.dtype, x.device)
+    hidden = torch.relu(propagate(features_times(feats, W1, None if masks is None else masks[0])))
     if masks is not None:
         if validate and masks[1].shape != hidden.shape:
             raise ValueError(f"dropout_masks[1] must have shape {tuple(hidden.shape)}, got {tuple(masks[1].shape)}.")

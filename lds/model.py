@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -30,12 +30,28 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from torch import Tensor
 
-from bilevel_core import Adam, DynamicsState, hypergradient
+from bilevel_core import Adam, DynamicsState, HyperOptimizer, project_box
+from bilevel_core.optim import InverseTimeSGD
 
 from .backbones import Backbone
 from .edges import EdgeDistribution, EdgeUniforms
-from .gcn import _drop_features, gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
-from .propagation import candidate_graph, check_pairs, defer_pair_gradients, reuse_sampled_graphs, to_edge_index
+from .gcn import (
+    NodeFeatures,
+    _drop_features,
+    gcn_forward,
+    gcn_l2_penalty,
+    init_gcn_params,
+    preprocess_features,
+    sample_dropout_masks,
+)
+from .propagation import (
+    CandidateGraph,
+    PairGradientAccumulator,
+    candidate_graph,
+    check_pairs,
+    reuse_sampled_graphs,
+    to_edge_index,
+)
 
 INNER_LR_RANGE = (1e-4, 0.05)
 SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
@@ -56,6 +72,11 @@ class PreparedData:
     val_stop_idx: Tensor
     edge_index: Tensor
     num_nodes: int
+    features: NodeFeatures = field(init=False, repr=False)
+    """``x`` with its nonzero index and sparse first layer, derived once per fit (the fit's feature cache)."""
+
+    def __post_init__(self) -> None:
+        self.features = NodeFeatures(self.x)
 
 
 def _mask(data: Any, name: str, n: int, required: bool = True) -> Tensor | None:
@@ -258,15 +279,19 @@ class TrainLossStall:
 # ----------------------------------------------------------------------------- objectives
 
 
-def network_logits(w, prep: PreparedData, values: Tensor, pairs: Tensor, *, backbone: Backbone | None = None,
-                   dropout: float = 0.5, masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def network_logits(w, prep: PreparedData, values: Tensor, pairs: Tensor | CandidateGraph, *,
+                   backbone: Backbone | None = None, dropout: float = 0.5,
+                   masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Logits of the GNN on the graph ``values`` over ``pairs``: the built-in GCN (sparse forward), or a
-    message-passing ``backbone`` that sees every candidate pair as an edge of weight 0 or 1."""
+    message-passing ``backbone`` that sees every candidate pair as an edge of weight 0 or 1. Pass the fit's
+    :class:`CandidateGraph` (``dist.candidates``) so that its derived tensors are built once."""
+    if not isinstance(pairs, CandidateGraph):
+        pairs = candidate_graph(pairs, prep.num_nodes)
     if backbone is None:
-        return gcn_forward(w, prep.x, (values, pairs), dropout=dropout, dropout_masks=masks,
+        return gcn_forward(w, prep.features, (values, pairs), dropout=dropout, dropout_masks=masks,
                            training=masks is not None)
-    edge_index, edge_weight = to_edge_index(values, pairs, keep_zeros=True)
-    x = prep.x if masks is None else _drop_features(prep.x, masks[0])
+    edge_index, edge_weight = to_edge_index(values, pairs.pairs, keep_zeros=True)
+    x = prep.x if masks is None else _drop_features(prep.features, masks[0])
     return backbone(w, x, edge_index, edge_weight, None if masks is None else masks[1])
 
 
@@ -284,9 +309,9 @@ def lds_objectives(
     """
     train_idx, val_idx, y = prep.train_idx, prep.val_outer_idx, prep.y
 
-    def graph(theta: Tensor, uniforms: EdgeUniforms | None) -> tuple[Tensor, Tensor]:
+    def graph(theta: Tensor, uniforms: EdgeUniforms | None) -> tuple[Tensor, CandidateGraph]:
         values = dist.sample(uniforms=uniforms, probs=theta, validate=False) if sampling else theta  # θ projected
-        return values, dist.pairs
+        return values, dist.candidates
 
     def inner(w, hparams, batch):
         uniforms, masks = batch
@@ -304,6 +329,96 @@ def lds_objectives(
         return outer
 
     return inner, make_outer
+
+
+def _defer_pair_gradients(dist: EdgeDistribution, backbone: Backbone | None) -> bool:
+    """Whether a window forms θ's pair gradient once (:class:`PairGradientAccumulator`) instead of per use.
+
+    Deferring pays where the pair gradient is a dense N×N product (all pairs); on a sparse candidate set the
+    per-use gather is cheaper (Cora, given ∪ kNN-20: 22 ms per step against 36 ms deferred). It needs
+    ``∂values/∂θ = I``, which holds for the built-in GCN (values = θ or a straight-through sample).
+    """
+    return backbone is None and dist.candidates.mode == "dense"
+
+
+# ----------------------------------------------------------------------------- the state of a fit
+
+
+@dataclass
+class FitState:
+    """Everything one fit carries from an outer iteration to the next: the single source of its checkpoint,
+    of resume and of the fitted model (Algorithm 7's loop state).
+
+    Attributes:
+        theta: θ, the edge probabilities (the distribution's ``probs``; a leaf the outer optimiser updates).
+        lr_logit: λ of the learned inner learning rate ``a + σ(λ)(b - a)`` (0 and never read when fixed).
+        generator: the only source of randomness of the fit (samples, dropout, initial weights).
+        optimizer: the outer :class:`~bilevel_core.optim.InverseTimeSGD` over θ (and λ when learned).
+        iteration: the next outer iteration.
+        since_best: outer iterations since the best early-stopping score (patience).
+        best: the best iteration so far: ``val_acc``, ``val_loss``, ``iteration``, ``probs``, ``params``,
+            ``lr_logit`` (``None`` before the first one).
+        history: one record per finished outer iteration.
+        elapsed: compute seconds of earlier runs of this fit (resume): times add up across resumes.
+    """
+
+    theta: Tensor
+    lr_logit: Tensor
+    generator: torch.Generator
+    optimizer: InverseTimeSGD
+    iteration: int = 0
+    since_best: int = 0
+    best: dict[str, Any] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def num_updates(self) -> int:
+        """θ updates so far, ``k`` of the step ``η_k = η₀ / (1 + d·k)``."""
+        return int(self.optimizer.state[self.theta].get("step", 0)) if self.theta in self.optimizer.state else 0
+
+    def set_num_updates(self, k: int) -> None:
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                self.optimizer.state[p]["step"] = int(k)
+
+    def consider(self, iteration: int, val_acc: float, val_loss: float, params: tuple[Tensor, ...]) -> None:
+        """Keep this iteration if it is the best so far (accuracy, then loss, on the early-stopping half)."""
+        best = self.best
+        if best is None or (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
+            self.best = {"val_acc": val_acc, "val_loss": val_loss, "iteration": iteration,
+                         "probs": self.theta.detach().clone(), "params": tuple(p.detach().clone() for p in params),
+                         "lr_logit": self.lr_logit.detach().clone()}
+            self.since_best = 0
+        else:
+            self.since_best += 1
+
+    def to_checkpoint(self, settings: dict[str, Any], fingerprint: dict[str, Any], elapsed: float) -> dict[str, Any]:
+        """A resumable snapshot in tensors and plain values (copies: later iterations do not change it)."""
+        best = self.best
+        assert best is not None
+        return {"kind": "lds-checkpoint", "elapsed": float(elapsed), "params": settings,
+                "data": fingerprint, "probs": self.theta.detach().to("cpu", copy=True),
+                "num_pairs": self.theta.numel(), "lr_logit": self.lr_logit.detach().to("cpu", copy=True),
+                "generator": self.generator.get_state(), "iteration": self.iteration,
+                "num_updates": self.num_updates, "since_best": self.since_best,
+                "best": {**best, "probs": best["probs"].cpu(), "params": tuple(p.cpu() for p in best["params"]),
+                         "lr_logit": best["lr_logit"].cpu()},
+                "history": list(self.history)}
+
+    def restore(self, ck: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by :meth:`to_checkpoint` (already checked against the data)."""
+        device = self.theta.device
+        with torch.no_grad():
+            self.theta.copy_(ck["probs"])
+            self.lr_logit.copy_(ck["lr_logit"])
+        self.generator.set_state(ck["generator"])
+        self.set_num_updates(ck["num_updates"])
+        self.iteration, self.since_best = ck["iteration"], ck["since_best"]
+        best = dict(ck["best"])
+        best.update(probs=best["probs"].to(device), params=tuple(p.to(device) for p in best["params"]),
+                    lr_logit=best["lr_logit"].to(device))
+        self.best, self.history, self.elapsed = best, ck["history"], float(ck["elapsed"])
 
 
 # ----------------------------------------------------------------------------- the estimator
@@ -619,61 +734,41 @@ class LDS(BaseEstimator):
             _check_writable(checkpoint, "checkpoint")
         ck = _load_checkpoint(resume) if resume is not None else None
         prep, fingerprint = self._prepare(data)
-        torch_dtype = self._torch_dtype
-        device = torch.device(self.device)
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed))
         dist = self._build_distribution(prep)
         self.backbone_ = self._make_backbone(prep)
-        a, b = INNER_LR_RANGE
-        # with a fixed inner lr the logit is never read (and inner_lr may lie outside (a, b))
-        logit = math.log((self.inner_lr - a) / (b - self.inner_lr)) if self.learn_inner_lr else 0.0
-        lr_logit = torch.tensor(logit, dtype=torch_dtype, device=device)
         self.initial_num_edges_ = dist.expected_num_edges()
-        start_iter, num_updates, best, since_best = 0, 0, None, 0
-        history: list[dict[str, float]] = []
-        elapsed = 0.0  # compute time of earlier runs of this fit (resume): times below add up across resumes
+        state = self._start(dist)
         if ck is not None:
+            assert resume is not None
             self._check_resume(ck, dist, fingerprint, resume)
-            dist.probs.copy_(ck["probs"])
-            dist.invalidate()
-            lr_logit.copy_(ck["lr_logit"])
-            gen.set_state(ck["generator"])
-            start_iter, num_updates, since_best = ck["iteration"], ck["num_updates"], ck["since_best"]
-            best, history = dict(ck["best"]), ck["history"]
-            best.update(probs=best["probs"].to(device),
-                        params=tuple(p.to(device) for p in best["params"]), lr_logit=best["lr_logit"].to(device))
-            elapsed = float(ck["elapsed"])
+            state.restore(ck)
 
-        truncate = self.hypergrad_every if self.truncate is None else self.truncate
-        t0 = time.perf_counter() - elapsed
-        bar = tqdm(total=self.max_outer_iters, initial=start_iter, disable=not self.verbose, desc="LDS",
+        settings = self._plain_params(checkpoint=True) if checkpoint is not None else {}
+        hopt, make_outer = self._hyper_optimizer(prep, dist, state)
+        t0 = time.perf_counter() - state.elapsed
+        bar = tqdm(total=self.max_outer_iters, initial=state.iteration, disable=not self.verbose, desc="LDS",
                    dynamic_ncols=True)
         interrupted = False
         unsaved: dict[str, Any] | None = None  # checkpoint of the last finished iteration, not yet written
         try:
-            for it in range(start_iter, self.max_outer_iters):
-                params, steps, num_updates = self._outer_iteration(prep, dist, lr_logit, gen, num_updates, truncate)
+            for it in range(state.iteration, self.max_outer_iters):
+                params, steps = self._outer_iteration(prep, dist, hopt, make_outer, state.generator)
                 val_acc, val_loss = self._evaluate(params, prep, dist, dist.probs, prep.val_stop_idx)
                 record = {"iteration": it, "val_acc": val_acc, "val_loss": val_loss, "inner_steps": steps,
                           "expected_edges": dist.expected_num_edges(), "inner_lr": float(self._inner_lr(
-                              (dist.probs, lr_logit))), "time": time.perf_counter() - t0}
-                history.append(record)
+                              (dist.probs, state.lr_logit.detach()))), "time": time.perf_counter() - t0}
+                state.history.append(record)
                 if callback is not None:
-                    callback(it, record, dist)
-                if best is None or (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
-                    best = {"val_acc": val_acc, "val_loss": val_loss, "iteration": it,
-                            "probs": dist.probs.detach().clone(), "params": tuple(p.detach().clone() for p in params),
-                            "lr_logit": lr_logit.detach().clone()}
-                    since_best = 0
-                else:
-                    since_best += 1
+                    with torch.no_grad():  # θ is the outer optimiser's leaf: a callback reads it, never builds on it
+                        callback(it, record, dist)
+                state.consider(it, val_acc, val_loss, params)
+                state.iteration = it + 1
                 bar.update(1)
-                bar.set_postfix(val_acc=f"{val_acc:.4f}", best=f"{best['val_acc']:.4f}",
+                bar.set_postfix(val_acc=f"{val_acc:.4f}", best=f"{state.best['val_acc']:.4f}",  # type: ignore[index]
                                 edges=f"{record['expected_edges']:.0f}", steps=steps)
-                done = since_best >= self.patience
+                done = state.since_best >= self.patience
                 if checkpoint is not None:
-                    unsaved = self._checkpoint_state(time.perf_counter() - t0, dist, lr_logit, gen, it + 1,
-                                                     num_updates, since_best, best, history, fingerprint)
+                    unsaved = state.to_checkpoint(settings, fingerprint, time.perf_counter() - t0)
                     if (it + 1) % self.checkpoint_every == 0 or done:
                         _atomic_save(unsaved, checkpoint)
                         unsaved = None
@@ -685,63 +780,79 @@ class LDS(BaseEstimator):
         finally:
             bar.close()
         if unsaved is not None:  # the fit ended between checkpoints (max_outer_iters, interrupt): write the last one
+            assert checkpoint is not None
             _atomic_save(unsaved, checkpoint)
-        if best is None:
+        if state.best is None:
             raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
-        self._set_fitted(prep, dist, best, history)
+        self._set_fitted(prep, dist, state)
         self.interrupted_ = interrupted
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def _outer_iteration(self, prep: PreparedData, dist: EdgeDistribution, lr_logit: Tensor,
-                         gen: torch.Generator, num_updates: int, truncate: int) -> tuple[tuple[Tensor, ...], int, int]:
+    def _start(self, dist: EdgeDistribution) -> FitState:
+        """The state before the first outer iteration: θ from the initial graph, λ from ``inner_lr``, the seeded
+        generator and the outer optimiser (θ and, when learned, λ)."""
+        a, b = INNER_LR_RANGE
+        # with a fixed inner lr the logit is never read (and inner_lr may lie outside (a, b))
+        logit = math.log((self.inner_lr - a) / (b - self.inner_lr)) if self.learn_inner_lr else 0.0
+        theta = dist.probs.requires_grad_(True)
+        lr_logit = torch.tensor(logit, dtype=self._torch_dtype, device=torch.device(self.device), requires_grad=True)
+        optimizer = InverseTimeSGD([theta, lr_logit] if self.learn_inner_lr else [theta], lr=float(self.outer_lr),
+                                   decay=float(self.outer_lr_decay))
+        return FitState(theta=theta, lr_logit=lr_logit, generator=torch.Generator(device="cpu").manual_seed(
+            int(self.seed)), optimizer=optimizer)
+
+    def _hyper_optimizer(self, prep: PreparedData, dist: EdgeDistribution, state: FitState
+                         ) -> tuple[HyperOptimizer, Callable[[EdgeUniforms | None], Callable[..., Tensor]]]:
+        """Algorithm 7's outer loop on the core: Adam on fresh samples (``batches``), a truncated reverse
+        hypergradient per window of τ steps, projected inverse-time SGD on θ (``θ ← Proj_[0,1](θ - η_k g)``);
+        and ``make_outer(uniforms)``, the outer objective of a window on its own sample."""
+        inner, make_outer = lds_objectives(prep, dist, sampling=self.sampling, dropout=self.dropout,
+                                                 weight_decay=self.weight_decay, backbone=self.backbone_)
+        gen = state.generator
+
+        def batches(t: int) -> tuple[EdgeUniforms | None, tuple[Tensor, Tensor]]:
+            uniforms = dist.draw(gen) if self.sampling else None
+            masks = sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout, gen,
+                                         self._torch_dtype, prep.x.device)
+            return uniforms, masks
+
+        project_theta = project_box(0.0, 1.0)
+        hopt = HyperOptimizer(Adam(inner, lr=self._inner_lr, eps=self.inner_eps), None,
+                              (state.theta, state.lr_logit), state.optimizer, T=self.hypergrad_every,
+                              projection=lambda hp: project_theta(hp[:1]), warm_start=True, batches=batches)
+        return hopt, make_outer
+
+    def _outer_iteration(self, prep: PreparedData, dist: EdgeDistribution, hopt: HyperOptimizer,
+                         make_outer: Callable[[EdgeUniforms | None], Callable[..., Tensor]],
+                         gen: torch.Generator) -> tuple[tuple[Tensor, ...], int]:
         """Reset w, run Adam on fresh samples; every τ steps a truncated hypergradient and a θ update."""
         if self.backbone_ is None:
             params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
                                      dtype=self._torch_dtype, device=prep.x.device)
         else:
             params = self.backbone_.init_params(gen)
-        hp = (dist.probs, lr_logit)
-        inner, make_outer = lds_objectives(prep, dist, sampling=self.sampling, dropout=self.dropout,
-                                           weight_decay=self.weight_decay, backbone=self.backbone_)
-
-        def batches(t: int) -> tuple[EdgeUniforms | None, tuple[Tensor, Tensor]]:
-            uniforms = dist.draw(gen) if self.sampling else None
-            masks = sample_dropout_masks(prep.x, (prep.num_nodes, self.hidden), self.dropout, gen,
-                                         self._torch_dtype, prep.x.device)
-            return uniforms, masks
-
-        dynamics = Adam(inner, lr=self._inner_lr, eps=self.inner_eps)
+        truncate = self.hypergrad_every if self.truncate is None else self.truncate
         stop = TrainLossStall(self.inner_patience, self.inner_tol)
-        # Deferring pays where the pair gradient is a dense N×N product (all pairs); on a sparse candidate
-        # set the per-use gather is cheaper (Cora, given ∪ kNN-20: 22 ms per step against 36 ms deferred).
-        defer = self.backbone_ is None and candidate_graph(dist.pairs, prep.num_nodes, validate=False).mode == "dense"
-        state: Any = params
+        # The built-in GCN reaches θ through values = θ or a straight-through sample (∂values/∂θ = I): its pair
+        # gradients are summed over a window and formed once (one N×N product per window), then added by the core.
+        deferred = {0: PairGradientAccumulator(dist.candidates)} if _defer_pair_gradients(dist, self.backbone_) else {}
+        # Without sampling every step of a window propagates on θ itself: one graph build per window.
+        reuse = nullcontext() if self.sampling else reuse_sampled_graphs(dist.candidates)
+        hopt.restart()
         steps = 0
-        while steps < self.max_inner_steps:
-            window = min(self.hypergrad_every, self.max_inner_steps - steps)
-            outer = make_outer(dist.draw(gen) if self.sampling else None)
-            # The built-in GCN reaches θ through values = θ or a straight-through sample (∂values/∂θ = I):
-            # its pair gradients are summed over the window and formed once (one N×N product per window).
-            deferred = defer_pair_gradients(dist.pairs, prep.num_nodes) if defer else nullcontext()
-            # Without sampling every step of the window propagates on θ itself: one graph build per window.
-            reuse = nullcontext() if self.sampling else reuse_sampled_graphs()
-            with deferred as acc, reuse:
-                grads, state = hypergradient(state, hp, dynamics, outer, window, truncate=min(truncate, window),
-                                             batches=batches, stop=stop, return_state=True)
-            if acc is not None:
-                grads = (grads[0] + acc.gradient(like=grads[0]), *grads[1:])
-            lr_k = self.outer_lr / (1.0 + self.outer_lr_decay * num_updates)
-            with torch.no_grad():
-                dist.probs.sub_(lr_k * grads[0])
-                if self.learn_inner_lr:
-                    lr_logit.sub_(lr_k * grads[1])
-            dist.project_()
-            num_updates += 1
-            steps = state.t
-            if state.stopped:
-                break
-        return state.params, steps, num_updates
+        with reuse:
+            while steps < self.max_inner_steps:
+                window = min(self.hypergrad_every, self.max_inner_steps - steps)
+                outer = make_outer(dist.draw(gen) if self.sampling else None)
+                hopt.step(params, T=window, outer=outer, truncate=min(truncate, window), stop=stop,
+                          deferred_grads=deferred)
+                assert hopt.state is not None
+                steps = hopt.state.t
+                if hopt.state.stopped:
+                    break
+        assert hopt.state is not None
+        return hopt.state.params, steps
 
     # ------------------------------------------------------------------ evaluation
     def _mean_proba(self, params, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:
@@ -749,11 +860,12 @@ class LDS(BaseEstimator):
         gen = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7919)
         with torch.no_grad():
             if not self.sampling:
-                return torch.softmax(network_logits(params, prep, theta, dist.pairs, backbone=self.backbone_), dim=1)
+                return torch.softmax(network_logits(params, prep, theta, dist.candidates, backbone=self.backbone_),
+                                     dim=1)
             total = None
             for _ in range(self.num_samples):
                 values = dist.sample(uniforms=dist.draw(gen), probs=theta, validate=False)
-                p = torch.softmax(network_logits(params, prep, values, dist.pairs, backbone=self.backbone_), dim=1)
+                p = torch.softmax(network_logits(params, prep, values, dist.candidates, backbone=self.backbone_), dim=1)
                 total = p if total is None else total + p
             return total / self.num_samples
 
@@ -763,21 +875,22 @@ class LDS(BaseEstimator):
         loss = float(F.nll_loss(torch.log(proba[idx].clamp_min(1e-12)), prep.y[idx]))
         return acc, loss
 
-    def _set_fitted(self, prep: PreparedData, dist: EdgeDistribution, best: dict[str, Any],
-                    history: list[dict[str, float]]) -> None:
-        dist.probs.copy_(best["probs"])
-        dist.invalidate()
+    def _set_fitted(self, prep: PreparedData, dist: EdgeDistribution, state: FitState) -> None:
+        best, history = state.best, state.history
+        assert best is not None
+        with torch.no_grad():
+            dist.probs.copy_(best["probs"])
+        dist.probs.requires_grad_(False)
         self.distribution_ = dist
         self.params_ = best["params"]
-        self.inner_lr_ = float(self._inner_lr((dist.probs, best["lr_logit"])))
-        self.best_iteration_ = best["iteration"]
-        self.best_val_acc_ = best["val_acc"]
-        self.history_ = history
-        self.num_classes_ = prep.num_classes
-        self.num_nodes_ = prep.num_nodes
-        self.in_features_ = prep.x.size(1)
-        self.val_outer_idx_ = prep.val_outer_idx.cpu()
-        self.val_stop_idx_ = prep.val_stop_idx.cpu()
+        fitted = {"inner_lr": float(self._inner_lr((dist.probs, best["lr_logit"]))),
+                  "best_iteration": best["iteration"], "best_val_acc": float(best["val_acc"]), "history": history,
+                  "num_classes": prep.num_classes, "num_nodes": prep.num_nodes, "in_features": prep.x.size(1),
+                  "val_outer_idx": prep.val_outer_idx.cpu(), "val_stop_idx": prep.val_stop_idx.cpu(),
+                  "initial_num_edges": float(self.initial_num_edges_)}
+        assert fitted.keys() == set(_FITTED)
+        for name, value in fitted.items():
+            setattr(self, name + "_", value)
 
     # ------------------------------------------------------------------ predictions
     def _check_fitted(self) -> None:
@@ -843,18 +956,6 @@ class LDS(BaseEstimator):
             out[name] = bool(value) if isinstance(value, bool) else value
         return out
 
-    def _checkpoint_state(self, elapsed, dist, lr_logit, gen, iteration, num_updates, since_best, best, history,
-                          fingerprint) -> dict[str, Any]:
-        """A resumable snapshot of the fit (copies, so later iterations do not change it)."""
-        return {"kind": "lds-checkpoint", "elapsed": float(elapsed), "params": self._plain_params(checkpoint=True),
-                "data": fingerprint, "probs": dist.probs.detach().to("cpu", copy=True),
-                "num_pairs": dist.pairs.size(1), "lr_logit": lr_logit.detach().to("cpu", copy=True),
-                "generator": gen.get_state(), "iteration": iteration, "num_updates": num_updates,
-                "since_best": since_best,
-                "best": {**best, "probs": best["probs"].cpu(), "params": tuple(p.cpu() for p in best["params"]),
-                         "lr_logit": best["lr_logit"].cpu()},
-                "history": list(history)}
-
     def _check_resume(self, ck: dict[str, Any], dist: EdgeDistribution, fingerprint: dict[str, Any],
                       path: str | os.PathLike) -> None:
         path = os.fspath(path)
@@ -882,13 +983,8 @@ class LDS(BaseEstimator):
         values, so :meth:`load` runs no code. A model with a callable ``backbone`` cannot be saved."""
         self._check_fitted()
         state = {"kind": "lds-model", "params": self._plain_params(checkpoint=False),
-                 "distribution": self.distribution_.state_dict(),
-                 "gcn": tuple(p.cpu() for p in self.params_), "inner_lr": float(self.inner_lr_),
-                 "num_classes": self.num_classes_, "num_nodes": self.num_nodes_, "history": self.history_,
-                 "in_features": self.in_features_,
-                 "best_iteration": self.best_iteration_, "best_val_acc": float(self.best_val_acc_),
-                 "val_outer_idx": self.val_outer_idx_, "val_stop_idx": self.val_stop_idx_,
-                 "initial_num_edges": float(self.initial_num_edges_)}
+                 "distribution": self.distribution_.state_dict(), "gcn": tuple(p.cpu() for p in self.params_),
+                 **{name: getattr(self, name + "_") for name in _FITTED}}
         _atomic_save(state, path)
 
     @classmethod
@@ -929,26 +1025,21 @@ class LDS(BaseEstimator):
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{path} is not a valid saved LDS model: {exc}.") from exc
         model.params_ = tuple(p.to(model.device) for p in gcn)
-        model.inner_lr_ = float(state["inner_lr"])
-        model.num_classes_ = state["num_classes"]
-        model.num_nodes_ = state["num_nodes"]
-        model.in_features_ = state["in_features"]
+        for name in _FITTED:
+            setattr(model, name + "_", state[name])
         model.backbone_ = None
         if not (isinstance(model.backbone, str) and model.backbone == "gcn"):
             model.backbone_ = Backbone(model.backbone, model.in_features_, model.hidden, model.num_classes_,
                                        model._torch_dtype, model.device)
-        model.history_ = state["history"]
-        model.best_iteration_ = state["best_iteration"]
-        model.best_val_acc_ = float(state["best_val_acc"])
-        model.val_outer_idx_ = state["val_outer_idx"]
-        model.val_stop_idx_ = state["val_stop_idx"]
-        model.initial_num_edges_ = float(state["initial_num_edges"])
         return model
 
 
 # ----------------------------------------------------------------------------- files
 
 _Real = (int, float)
+#: the fitted attributes (``name + "_"``) beside θ and the weights: set by fit, written by save, read by load
+_FITTED = ("inner_lr", "best_iteration", "best_val_acc", "history", "num_classes", "num_nodes", "in_features",
+           "val_outer_idx", "val_stop_idx", "initial_num_edges")
 _MODEL_KEYS: Mapping[str, Any] = MappingProxyType({
     "params": dict, "distribution": dict, "gcn": (tuple, list), "inner_lr": _Real, "num_classes": int,
     "num_nodes": int, "history": list, "in_features": int, "best_iteration": int, "best_val_acc": _Real,

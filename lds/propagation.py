@@ -203,11 +203,29 @@ def to_edge_index(values: Tensor, pairs: Tensor, keep_zeros: bool = True) -> tup
 # ----------------------------------------------------------------------------- candidate set
 
 
+class _CandidateCaches:
+    """What one candidate set owns besides its pairs: derived index tensors (per strategy), the active
+    :class:`reuse_sampled_graphs` cache and the active :class:`PairGradientAccumulator`.
+
+    Shared by the views :meth:`CandidateGraph.with_mode` hands out, so a context entered on one view is
+    seen by all of them; owned by the candidate set, so two fits (two candidate sets) never share it.
+    """
+
+    __slots__ = ("derived", "reuse", "deferred")
+
+    def __init__(self) -> None:
+        self.derived: dict[tuple[str, str], Any] = {}
+        self.reuse: Any = None  # WeakIdKeyDictionary values -> (version, SampledGraph) inside reuse_sampled_graphs
+        self.deferred: PairGradientAccumulator | None = None  # inside the accumulator's context
+
+
 class CandidateGraph:
     """A static candidate set of pairs with its node count and pair-gradient strategy.
 
-    Build it once per candidate set (or let :func:`candidate_graph` cache it per ``pairs`` tensor):
-    validation and the index used by the dense strategy are computed here, not at every step.
+    Build it once per candidate set and pass it wherever ``pairs`` is accepted: validation and the
+    index used by the dense strategy are computed once and cached on this object (and on the views
+    :meth:`with_mode` returns), never in a module-level registry. :class:`reuse_sampled_graphs` and
+    :class:`PairGradientAccumulator` attach to it as contexts.
 
     Args:
         pairs: ``(2, P)`` long tensor, ``pairs[0] < pairs[1]``, no duplicates.
@@ -235,9 +253,7 @@ class CandidateGraph:
         if candidate_mode == "auto":
             candidate_mode = "dense" if total > 0 and self.num_pairs >= DENSE_FRACTION * total else "gather"
         self.mode: str = candidate_mode
-        # derived tensors, shared by the CandidateGraphs that candidate_graph() hands out for one pairs tensor;
-        # they never refer to pairs itself, so the cache keyed weakly by pairs can let it go
-        self._derived: dict[str, Any] = {}
+        self._caches = _CandidateCaches()
 
     @property
     def is_all_pairs(self) -> bool:
@@ -248,24 +264,26 @@ class CandidateGraph:
     @property
     def flat_index(self) -> Tensor:
         """``i·N + j`` per pair: where the dense strategy reads ``G``."""
-        if "flat_index" not in self._derived:
+        derived = self._caches.derived
+        if ("flat_index", "") not in derived:
             flat = self.pairs[0] * self.num_nodes + self.pairs[1]
             small = self.num_nodes * self.num_nodes < 2**31
-            self._derived["flat_index"] = flat.int() if small else flat  # int32 reads faster, halves the cache
-        return self._derived["flat_index"]
+            derived[("flat_index", "")] = flat.int() if small else flat  # int32 reads faster, halves the cache
+        return derived[("flat_index", "")]
 
     def sampled_dot(self, left: Tensor, right: Tensor) -> Tensor:
         """``⟨left_i, right_j⟩`` for every candidate pair ``(i, j)`` ``(P,)``: one sampled dense-dense product
         (SDDMM, ``torch.sparse.sampled_addmm``) on the pairs' CSR pattern, without the ``P × h`` gathered
         copies of ``left[i] * right[j]`` (20news, 151 k pairs × 34: 0.8 ms against 6-14 ms)."""
-        if "pattern" not in self._derived:
+        derived = self._caches.derived
+        if ("pattern", "") not in derived:
             pairs, n = self.pairs, self.num_nodes
             keys = pairs[0] * n + pairs[1]
             perm = None if bool((keys[1:] > keys[:-1]).all()) else torch.argsort(keys)
             rows, cols = (pairs[0], pairs[1]) if perm is None else (pairs[0][perm], pairs[1][perm])
             crow = torch.cat([rows.new_zeros(1), torch.bincount(rows, minlength=n).cumsum(0)])
-            self._derived["pattern"] = (crow, cols.clone(), perm)  # a copy: a view would keep pairs alive
-        crow, cols, perm = self._derived["pattern"]
+            derived[("pattern", "")] = (crow, cols, perm)
+        crow, cols, perm = derived[("pattern", "")]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             pattern = torch.sparse_csr_tensor(crow, cols, left.new_zeros(cols.numel()),
@@ -274,27 +292,27 @@ class CandidateGraph:
         return vals if perm is None else torch.empty_like(vals).index_copy_(0, perm, vals)
 
     def with_mode(self, candidate_mode: CandidateMode) -> CandidateGraph:
-        """The same candidate set with another pair-gradient strategy (no new validation)."""
+        """The same candidate set with another pair-gradient strategy (no new validation; shares the caches)."""
         if candidate_mode == "auto" or candidate_mode == self.mode:
             return self
+        if candidate_mode not in _MODES:
+            raise ValueError(f"candidate_mode must be one of {_MODES}, got {candidate_mode!r}.")
         other = CandidateGraph(self.pairs, self.num_nodes, candidate_mode, validate=False)
         other.validated = self.validated
+        other._caches = self._caches
         return other
 
     def __repr__(self) -> str:
         return f"CandidateGraph(num_nodes={self.num_nodes}, num_pairs={self.num_pairs}, mode={self.mode!r})"
 
 
-# pairs -> {"version", "validated": {N}, (N, mode): derived tensors}. The values must not refer to pairs: a
-# value that did would keep its weak key alive for ever (GCN-RND draws a new pairs tensor at every step).
-_CANDIDATES: Any = WeakIdKeyDictionary()
-
-
 def candidate_graph(pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mode: CandidateMode = "auto", *,
                     validate: bool = True) -> CandidateGraph:
-    """A :class:`CandidateGraph` for ``pairs``, cached per pairs tensor (validated at most once).
+    """``pairs`` as a :class:`CandidateGraph`: a prepared one is returned as it is (in ``candidate_mode``),
+    a tensor gives a new one, validated when ``validate``.
 
-    The cache holds the tensor weakly and forgets it when ``pairs`` is modified in place.
+    Nothing is cached between calls: code that propagates many times on one candidate set builds its
+    :class:`CandidateGraph` once and passes it (as :class:`~lds.edges.EdgeDistribution` does).
     """
     if isinstance(pairs, CandidateGraph):
         if pairs.num_nodes != num_nodes:
@@ -306,17 +324,7 @@ def candidate_graph(pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mo
         raise TypeError(f"pairs must be a torch.long tensor of shape (2, P), got {type(pairs).__name__}.")
     if candidate_mode not in _MODES:
         raise ValueError(f"candidate_mode must be one of {_MODES}, got {candidate_mode!r}.")
-    entries = _CANDIDATES.get(pairs)
-    if entries is None or entries["version"] != pairs._version:
-        entries = {"version": pairs._version, "validated": set()}
-        _CANDIDATES[pairs] = entries
-    if validate and num_nodes not in entries["validated"]:
-        check_pairs(pairs, num_nodes)
-        entries["validated"].add(num_nodes)
-    cand = CandidateGraph(pairs, num_nodes, candidate_mode, validate=False)
-    cand._derived = entries.setdefault((num_nodes, cand.mode), {})
-    cand.validated = num_nodes in entries["validated"]
-    return cand
+    return CandidateGraph(pairs, num_nodes, candidate_mode, validate=validate)
 
 
 # ----------------------------------------------------------------------------- one sampled graph
@@ -362,19 +370,18 @@ class SampledGraph:
 
     @classmethod
     def of(cls, values: Tensor, candidates: CandidateGraph) -> SampledGraph:
-        """The graph of ``values``; inside :class:`reuse_sampled_graphs`, built once per values tensor while its
-        version counter is unchanged."""
-        if not _REUSE:
+        """The graph of ``values``; inside :class:`reuse_sampled_graphs` on ``candidates``, built once per values
+        tensor while its version counter is unchanged."""
+        cache = candidates._caches.reuse
+        if cache is None:
             return cls(values, candidates)
-        hit = _REUSE[-1].get(values)
+        hit = cache.get(values)
         if hit is not None:
             version, graph = hit
-            cand = graph.candidates
-            if (version == values._version and cand.pairs is candidates.pairs
-                    and cand.num_nodes == candidates.num_nodes and cand.mode == candidates.mode):
+            if version == values._version and graph.candidates.mode == candidates.mode:
                 return graph
         graph = cls(values, candidates)
-        _REUSE[-1][values] = (values._version, graph)  # holds pairs only until the context ends
+        cache[values] = (values._version, graph)  # lives until the context ends
         return graph
 
     def matmul(self, X: Tensor) -> Tensor:
@@ -384,11 +391,9 @@ class SampledGraph:
         return self.adjacency @ X
 
 
-_REUSE: list[Any] = []  # the active reuse_sampled_graphs caches: values -> (its version when built, graph)
-
-
 class reuse_sampled_graphs:  # noqa: N801 (a context manager, used like a function)
-    """Within this context, propagations on the same ``values`` tensor share one :class:`SampledGraph`.
+    """Within this context, propagations on ``candidates`` with the same ``values`` tensor share one
+    :class:`SampledGraph` (the cache is held by the candidate set and dropped when the context ends).
 
     Kipf's GCN on ``A = θ`` (kNN-LDS (dense)) propagates on the same θ at every step of a hypergradient
     window and in its replay: one build per window instead of 2τ + 2 (Citeseer, all pairs, 1.9 M pairs
@@ -397,12 +402,20 @@ class reuse_sampled_graphs:  # noqa: N801 (a context manager, used like a functi
     noticed, so use it only where ``values`` is not changed that way (the cache ends with the context).
     """
 
+    def __init__(self, candidates: CandidateGraph) -> None:
+        if not isinstance(candidates, CandidateGraph):
+            raise TypeError("reuse_sampled_graphs needs the CandidateGraph the propagations use (build it once with "
+                            f"candidate_graph(pairs, num_nodes)), got {type(candidates).__name__}.")
+        self.candidates = candidates
+
     def __enter__(self) -> reuse_sampled_graphs:
-        _REUSE.append(WeakIdKeyDictionary())
+        if self.candidates._caches.reuse is not None:
+            raise RuntimeError("sampled graphs of this candidate set are already being reused (nested contexts).")
+        self.candidates._caches.reuse = WeakIdKeyDictionary()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        _REUSE.pop()
+        self.candidates._caches.reuse = None
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -455,8 +468,8 @@ def _pair_gradient(values: Tensor, M: Tensor, Y: Tensor, E: Tensor, AE: Tensor,
     sM = s.unsqueeze(1) * M
     cand = graph.candidates
     if not grad_mode:
-        acc = _DEFERRED.get(id(cand.pairs))
-        if acc is not None and acc.candidates.pairs is cand.pairs:
+        acc = cand._caches.deferred
+        if acc is not None:
             acc.add(sE, sM, c)
             return None
     c = c.unsqueeze(1)
@@ -478,14 +491,46 @@ class PairGradientAccumulator:
     the sum is ``F + Fᵀ + c 1ᵀ + 1 cᵀ`` with ``F = P Qᵀ``, ``P = [sE_1 … sE_K]``, ``Q = [sM_1 … sM_K]``
     and ``c = Σ_k c_k``: one N×N product per backward pass (e.g. per hypergradient window of LDS)
     instead of one per use of a sampled graph (2τ + 2 of them per window with a 2-layer GCN).
+
+    A context manager on its candidate set, and a :class:`bilevel_core.DeferredGradient`: inside the
+    context, backward passes that are not ``create_graph`` send the pair gradients of the candidate set
+    here instead of returning them to autograd, and :meth:`gradient` gives their sum. That is only the
+    gradient of ``θ`` where ``∂values/∂θ`` is the identity (``values = θ``, or a straight-through sample
+    of θ). Passed to ``hypergradient(..., deferred_grads={0: acc})`` the core adds it to the
+    hypergradient it returns. Entering clears what an earlier use recorded.
+
+    Example:
+        >>> cand = candidate_graph(all_pairs(4), 4)
+        >>> theta = torch.full((6,), 0.5, requires_grad=True)
+        >>> M = torch.randn(4, 2)
+        >>> with PairGradientAccumulator(cand) as acc:
+        ...     Y = gcn_propagate(theta, cand, M, 4)
+        ...     (g,) = torch.autograd.grad(Y.sum(), theta, allow_unused=True)
+        >>> g is None, acc.gradient().shape
+        (True, torch.Size([6]))
     """
 
     def __init__(self, candidates: CandidateGraph) -> None:
+        if not isinstance(candidates, CandidateGraph):
+            raise TypeError("PairGradientAccumulator needs the CandidateGraph the propagations use (build it once "
+                            f"with candidate_graph(pairs, num_nodes)), got {type(candidates).__name__}.")
         self.candidates = candidates
         self.left: list[Tensor] = []
         self.right: list[Tensor] = []
         self.c: Tensor | None = None
         self.num_uses = 0
+
+    def __enter__(self) -> PairGradientAccumulator:
+        caches = self.candidates._caches
+        if caches.deferred is not None:
+            raise RuntimeError("pair gradients of this candidate set are already being deferred (nested contexts).")
+        self.left, self.right, self.c, self.num_uses = [], [], None, 0
+        caches.deferred = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.candidates._caches.deferred is self:
+            self.candidates._caches.deferred = None
 
     def add(self, sE: Tensor, sM: Tensor, c: Tensor) -> None:
         """Record one use: ``G_k`` with factors ``sE``, ``sM`` ``(N, h)`` and the degree term ``c`` ``(N,)``."""
@@ -513,41 +558,12 @@ class PairGradientAccumulator:
         return F + self.c.index_select(0, i) + self.c.index_select(0, j)
 
 
-_DEFERRED: dict[int, PairGradientAccumulator] = {}  # id(pairs) -> the active accumulator
-
-
-class defer_pair_gradients:  # noqa: N801 (a context manager, used like a function)
-    """Within this context, backward passes that are not ``create_graph`` send the pair gradients of
-    ``pairs`` to a :class:`PairGradientAccumulator` instead of returning them to autograd.
-
-    Autograd then sees no gradient for ``values`` from :func:`gcn_propagate` on this candidate set;
-    the caller adds ``acc.gradient()`` itself, which is only correct where ``∂values/∂θ`` is the
-    identity (``values = θ``, or a straight-through sample of θ). The result equals the
-    non-deferred gradient (up to float rounding); the cost is one N×N product per context.
-
-    Example:
-        >>> pairs = all_pairs(4)
-        >>> theta = torch.full((6,), 0.5, requires_grad=True)
-        >>> M = torch.randn(4, 2)
-        >>> with defer_pair_gradients(pairs, 4) as acc:
-        ...     Y = gcn_propagate(theta, pairs, M, 4)
-        ...     (g,) = torch.autograd.grad(Y.sum(), theta, allow_unused=True)
-        >>> g is None, acc.gradient().shape
-        (True, torch.Size([6]))
-    """
-
-    def __init__(self, pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mode: CandidateMode = "auto") -> None:
-        self.accumulator = PairGradientAccumulator(candidate_graph(pairs, num_nodes, candidate_mode, validate=False))
-        self._key = id(self.accumulator.candidates.pairs)
-
-    def __enter__(self) -> PairGradientAccumulator:
-        if self._key in _DEFERRED:
-            raise RuntimeError("pair gradients of this candidate set are already being deferred (nested contexts).")
-        _DEFERRED[self._key] = self.accumulator
-        return self.accumulator
-
-    def __exit__(self, *exc: Any) -> None:
-        _DEFERRED.pop(self._key, None)
+def defer_pair_gradients(candidates: CandidateGraph, candidate_mode: CandidateMode = "auto") -> PairGradientAccumulator:
+    """A :class:`PairGradientAccumulator` on ``candidates`` (in ``candidate_mode``), to use as a context."""
+    if not isinstance(candidates, CandidateGraph):
+        raise TypeError("defer_pair_gradients needs the CandidateGraph the propagations use (build it once with "
+                        f"candidate_graph(pairs, num_nodes)), got {type(candidates).__name__}.")
+    return PairGradientAccumulator(candidates.with_mode(candidate_mode))
 
 
 class _Propagate(torch.autograd.Function):

@@ -304,28 +304,27 @@ def test_backbone_window_hypergradient_matches_builtin_gcn_path():
 
 
 def test_all_pairs_fit_with_deferred_pair_gradients_equals_the_direct_one(monkeypatch):
-    """On all pairs the fit forms the window's pair gradient once (defer_pair_gradients); in float64 the
+    """On all pairs the fit forms the window's pair gradient once (PairGradientAccumulator); in float64 the
     learned θ equals that of a fit that lets autograd sum the per-use gradients."""
-    from contextlib import nullcontext
-
     import lds.model as model_module
 
     data = planted_partition(per_class=8, seed=5)
     settings = dict(candidates="all", hypergrad_every=3, max_outer_iters=2, max_inner_steps=12, num_samples=2,
                     dtype="float64", verbose=False, seed=1)
     uses = []
-    real = model_module.defer_pair_gradients
 
-    class Counting(real):
+    class Counting(model_module.PairGradientAccumulator):
         def __exit__(self, *exc):
-            uses.append(self.accumulator.num_uses)
+            uses.append(self.num_uses)
             return super().__exit__(*exc)
 
-    monkeypatch.setattr(model_module, "defer_pair_gradients", Counting)
+    monkeypatch.setattr(model_module, "PairGradientAccumulator", Counting)
     deferred = LDS(**settings).fit(data)
     assert deferred.distribution_.is_all_pairs and uses and min(uses) > 0  # the deferred path was taken
-    monkeypatch.setattr(model_module, "defer_pair_gradients", lambda *a, **k: nullcontext())
+    monkeypatch.setattr(model_module, "_defer_pair_gradients", lambda *a: False)
+    uses.clear()
     direct = LDS(**settings).fit(data)
+    assert not uses
     torch.testing.assert_close(deferred.distribution_.probs, direct.distribution_.probs, rtol=0, atol=1e-10)
     assert bool((deferred.distribution_.probs != 0).any())
 

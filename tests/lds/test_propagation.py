@@ -67,8 +67,12 @@ def test_candidate_mode_auto_and_cache():
     pairs = all_pairs(20)
     assert candidate_graph(pairs, 20).mode == "dense"
     assert candidate_graph(pairs, 20).is_all_pairs
-    first, again = candidate_graph(pairs, 20), candidate_graph(pairs, 20)  # validated once, then cached:
-    assert first.flat_index is again.flat_index  # the derived tensors are shared
+    first = candidate_graph(pairs, 20)
+    assert first.flat_index is first.flat_index  # derived once, cached on the candidate set
+    view = first.with_mode("gather")
+    assert view.mode == "gather" and view.flat_index is first.flat_index  # views share the caches
+    assert candidate_graph(first, 20) is first  # a prepared candidate set is passed through
+    assert candidate_graph(pairs, 20).flat_index is not first.flat_index  # a tensor gives a new candidate set
     sparse = pairs[:, ::10].clone()
     assert candidate_graph(sparse, 20).mode == "gather"
     assert candidate_graph(sparse, 20, "dense").mode == "dense"
@@ -76,23 +80,26 @@ def test_candidate_mode_auto_and_cache():
         candidate_graph(pairs, 20, "fast")
 
 
-def test_the_candidate_cache_lets_go_of_pairs_tensors():
-    """A pairs tensor dropped by its owner leaves the cache (GCN-RND draws a new one at every step: a cache
-    whose entries referred to their key kept them all, 10 k candidate sets and 1.5 GB after 3 Citeseer fits)."""
+def test_nothing_outlives_a_dropped_candidate_set():
+    """The caches belong to the candidate set: once its owner drops the pairs and the CandidateGraph, nothing
+    holds them (GCN-RND draws a new candidate set at every step; a module-level cache once kept 10 k of them,
+    1.5 GB after 3 Citeseer fits)."""
     import gc
     import weakref
 
-    before = len(propagation._CANDIDATES)
     pairs = all_pairs(30)[:, ::3].clone()
     values = torch.ones(pairs.size(1), dtype=DT, requires_grad=True)
     cand = candidate_graph(pairs, 30)
-    gcn_propagate(values, pairs, torch.randn(30, 2, dtype=DT), 30).sum().backward()
+    gcn_propagate(values, cand, torch.randn(30, 2, dtype=DT), 30).sum().backward()
     cand.sampled_dot(torch.randn(30, 2, dtype=DT), torch.randn(30, 2, dtype=DT))
-    assert len(propagation._CANDIDATES) == before + 1
-    ref = weakref.ref(pairs)
+    with reuse_sampled_graphs(cand), defer_pair_gradients(cand):
+        gcn_propagate(values, cand, torch.randn(30, 2, dtype=DT), 30).sum().backward()
+    refs = weakref.ref(pairs), weakref.ref(cand)
     del pairs, cand
     gc.collect()
-    assert ref() is None and len(propagation._CANDIDATES) == before
+    assert all(r() is None for r in refs)
+    assert not any(isinstance(v, dict | list) and v for k, v in vars(propagation).items()
+                   if not k.startswith("__") and k not in propagation.__all__ and k != "_MODES")
 
 
 # ----------------------------------------------------------------------------- values and gradients
@@ -119,8 +126,9 @@ def test_gather_strategy_on_unsorted_pairs_matches_dense_reference(deferred):
     (ref,) = torch.autograd.grad((W * dense_gcn_propagate(ref_v, pairs, M, 30)).sum(), ref_v)
     v = values.clone().requires_grad_(True)
     if deferred:
-        with defer_pair_gradients(pairs, 30, "gather") as acc:
-            Y = gcn_propagate(v, pairs, M, 30, candidate_mode="gather")
+        cand = candidate_graph(pairs, 30, "gather")
+        with defer_pair_gradients(cand) as acc:
+            Y = gcn_propagate(v, cand, M, 30, candidate_mode="gather")
             torch.autograd.grad((W * Y).sum(), v, allow_unused=True)
         got = acc.gradient()
     else:
@@ -227,8 +235,10 @@ def test_deferred_pair_gradients_equal_the_direct_ones(mode, subset):
     W0 = torch.randn(5, 3, generator=g, dtype=DT)
     y = torch.randint(0, 3, (n,), generator=g)
 
+    cand = candidate_graph(pairs, n, mode)
+
     def run(theta):
-        prop = lambda a, m: gcn_propagate(a, pairs, m, n, candidate_mode=mode)  # noqa: E731
+        prop = lambda a, m: gcn_propagate(a, cand, m, n)  # noqa: E731
         a1 = (u1 < theta).to(DT) + (theta - theta.detach())
         a2 = (u2 < theta).to(DT) + (theta - theta.detach())
         w = W0.clone().requires_grad_(True)
@@ -238,7 +248,7 @@ def test_deferred_pair_gradients_equal_the_direct_ones(mode, subset):
 
     theta = theta0.clone().requires_grad_(True)
     (direct,) = torch.autograd.grad(run(theta), theta)
-    with defer_pair_gradients(pairs, n, mode) as acc:
+    with defer_pair_gradients(cand) as acc:
         (rest,) = torch.autograd.grad(run(theta), theta, allow_unused=True)
     assert rest is None  # every pair gradient went to the accumulator
     assert acc.num_uses == 6  # 2 forward uses per graph, 2 transposed uses in the inner gradient
@@ -249,18 +259,27 @@ def test_deferred_pair_gradients_equal_the_direct_ones(mode, subset):
 
 def test_deferral_scope_and_errors():
     pairs = all_pairs(5)
+    cand = candidate_graph(pairs, 5)
     M = torch.randn(5, 2, dtype=DT)
     theta = torch.full((10,), 0.5, dtype=DT, requires_grad=True)
-    with defer_pair_gradients(pairs, 5) as acc:
+    with pytest.raises(TypeError, match="CandidateGraph"):
+        defer_pair_gradients(pairs)
+    with pytest.raises(TypeError, match="CandidateGraph"):
+        reuse_sampled_graphs(pairs)
+    # another candidate set on the same pairs tensor is another owner: its gradients are not deferred here
+    other = candidate_graph(pairs, 5)
+    with defer_pair_gradients(cand) as acc:
+        (g_other,) = torch.autograd.grad(gcn_propagate(theta, other, M, 5).sum(), theta)
+        assert g_other.shape == (10,) and acc.num_uses == 0
         with pytest.raises(RuntimeError, match="already being deferred"):
-            with defer_pair_gradients(pairs, 5):
+            with defer_pair_gradients(cand.with_mode("gather")):
                 pass
         torch.testing.assert_close(acc.gradient(like=theta), torch.zeros(10, dtype=DT))
         with pytest.raises(ValueError, match="no use was recorded"):
             acc.gradient()
     # outside the context, gradients flow to autograd again
-    (g,) = torch.autograd.grad(gcn_propagate(theta, pairs, M, 5).sum(), theta)
-    assert g.shape == (10,)
+    (g,) = torch.autograd.grad(gcn_propagate(theta, cand, M, 5).sum(), theta)
+    torch.testing.assert_close(g, g_other)
 
 
 def test_pair_term_is_skipped_when_only_M_gradient_is_used(monkeypatch):
@@ -416,13 +435,15 @@ def test_reuse_sampled_graphs_builds_once_per_unchanged_values_tensor():
     cand = candidate_graph(pairs, 15)
     assert SampledGraph.of(values, cand).nonzero is not SampledGraph.of(values, cand).nonzero  # no reuse outside
     M = torch.randn(15, 2, dtype=DT)
-    with reuse_sampled_graphs():
+    with reuse_sampled_graphs(cand):
         first = SampledGraph.of(values, cand)
         assert SampledGraph.of(values, cand).adjacency is first.adjacency
-        torch.testing.assert_close(gcn_propagate(values, pairs, M, 15), dense_gcn_propagate(values, pairs, M, 15))
+        other = candidate_graph(pairs, 15)  # another candidate set does not see this one's cache
+        assert SampledGraph.of(values, other).adjacency is not first.adjacency
+        torch.testing.assert_close(gcn_propagate(values, cand, M, 15), dense_gcn_propagate(values, pairs, M, 15))
         values.mul_(0.5)  # an in-place change moves the version counter: the graph is built again
         again = SampledGraph.of(values, cand)
         assert again.adjacency is not first.adjacency
         torch.testing.assert_close(again.degree, SampledGraph(values, cand).degree)
-        torch.testing.assert_close(gcn_propagate(values, pairs, M, 15), dense_gcn_propagate(values, pairs, M, 15))
-    assert not propagation._REUSE
+        torch.testing.assert_close(gcn_propagate(values, cand, M, 15), dense_gcn_propagate(values, pairs, M, 15))
+    assert cand._caches.reuse is None
