@@ -17,6 +17,10 @@ UCI = ("digits", "wine", "breast_cancer", "cancer", "20news")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options; the estimator's own defaults are the defaults of its settings (one source)."""
+    from lds import LDS
+
+    d = LDS().get_params()
     p = argparse.ArgumentParser(prog="python -m lds", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="digits", choices=PLANETOID + UCI, help="benchmark dataset")
@@ -24,19 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the input graph's edges to keep (Planetoid only), in (0, 1]")
     p.add_argument("--no-graph", action="store_true",
                    help="drop the input graph (kNN-LDS on Cora/Citeseer); UCI data never has one")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fit (and of the data split / edge deletion)")
-    p.add_argument("--hypergrad-every", type=int, default=5, help="τ: inner steps per hypergradient window")
-    p.add_argument("--truncate", type=int, default=None, help="steps back-propagated per window (default τ)")
-    p.add_argument("--outer-lr", type=float, default=1.0, help="outer SGD learning rate η₀ for θ")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed of the fit (and of the data split / edge deletion)")
+    p.add_argument("--hypergrad-every", type=int, default=d["hypergrad_every"],
+                   help="τ: inner steps per hypergradient window")
+    p.add_argument("--truncate", type=int, default=d["truncate"], help="steps back-propagated per window (default τ)")
+    p.add_argument("--outer-lr", type=float, default=d["outer_lr"], help="outer SGD learning rate η₀ for θ")
     p.add_argument("--fixed-inner-lr", action="store_true", help="do not learn the inner learning rate")
-    p.add_argument("--num-samples", type=int, default=16, help="S: graphs averaged for predictions")
-    p.add_argument("--patience", type=int, default=20, help="early-stopping patience (outer iterations)")
-    p.add_argument("--max-outer-iters", type=int, default=200, help="maximum outer iterations")
-    p.add_argument("--max-inner-steps", type=int, default=400, help="maximum inner steps per outer iteration")
-    p.add_argument("--candidates", default="auto", choices=("auto", "all", "sparse"),
+    p.add_argument("--num-samples", type=int, default=d["num_samples"], help="S: graphs averaged for predictions")
+    p.add_argument("--patience", type=int, default=d["patience"], help="early-stopping patience (outer iterations)")
+    p.add_argument("--max-outer-iters", type=int, default=d["max_outer_iters"], help="maximum outer iterations")
+    p.add_argument("--max-inner-steps", type=int, default=d["max_inner_steps"],
+                   help="maximum inner steps per outer iteration")
+    p.add_argument("--candidates", default=d["candidates"], choices=("auto", "all", "sparse"),
                    help="candidate pairs: all pairs, or the given/kNN edges ∪ kNN(k) (sparse)")
-    p.add_argument("--k", type=int, default=10, help="k of the kNN graph")
-    p.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"), help="kNN metric")
+    p.add_argument("--k", type=int, default=d["k"], help="k of the kNN graph")
+    p.add_argument("--metric", default=d["metric"], choices=("cosine", "euclidean"), help="kNN metric")
     p.add_argument("--dense", action="store_true", help="kNN-LDS (dense): learn a weighted graph, no sampling")
     p.add_argument("--no-baseline", action="store_true", help="skip the GCN / kNN-GCN baseline")
     p.add_argument("--checkpoint", default=None, help="write a resumable checkpoint to this path")

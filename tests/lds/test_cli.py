@@ -118,3 +118,16 @@ def test_keep_edges_on_data_without_a_graph_is_an_error(dataset, capsys):
     code, _, err = run_main(["--dataset", dataset, *TINY, "--keep-edges", "0.5"], capsys)
     assert code != 0
     assert "--keep-edges" in err
+
+
+def test_cli_defaults_are_the_estimators_defaults():
+    """The CLI takes its defaults from LDS itself: changing a default in one place cannot leave the other behind."""
+    from lds import LDS
+    from lds.__main__ import build_parser
+
+    args = build_parser().parse_args([])
+    defaults = LDS().get_params()
+    for name in ("seed", "hypergrad_every", "truncate", "outer_lr", "num_samples", "patience", "max_outer_iters",
+                 "max_inner_steps", "candidates", "k", "metric"):
+        assert getattr(args, name) == defaults[name], name
+    assert args.fixed_inner_lr is (not defaults["learn_inner_lr"]) and args.dense is (not defaults["sampling"])

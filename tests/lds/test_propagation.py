@@ -447,3 +447,22 @@ def test_reuse_sampled_graphs_builds_once_per_unchanged_values_tensor():
         torch.testing.assert_close(again.degree, SampledGraph(values, cand).degree)
         torch.testing.assert_close(gcn_propagate(values, cand, M, 15), dense_gcn_propagate(values, pairs, M, 15))
     assert cand._caches.reuse is None
+
+
+def test_the_pair_term_is_skipped_when_only_the_weights_need_a_gradient(monkeypatch):
+    """An inner step asks for ∂L/∂W only: the pair term must not be formed, which relies on torch's private
+    ``torch._C._will_engine_execute_node``. If a torch release moves it, the code falls back to forming the
+    term (still exact, but an N×N product per step on all pairs): this test fails loudly instead."""
+    assert callable(getattr(torch._C, "_will_engine_execute_node", None)), "torch moved _will_engine_execute_node"
+    calls = []
+    real = propagation._pair_gradient
+    monkeypatch.setattr(propagation, "_pair_gradient", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    cand = candidate_graph(all_pairs(12), 12)
+    theta = torch.full((cand.num_pairs,), 0.3, dtype=DT, requires_grad=True)
+    W = torch.randn(4, 3, dtype=DT, requires_grad=True)
+    x = torch.randn(12, 4, dtype=DT)
+    loss = gcn_propagate(theta, cand, x @ W, 12).pow(2).sum()
+    torch.autograd.grad(loss, W, retain_graph=True)
+    assert calls == []  # weights only: skipped
+    torch.autograd.grad(loss, theta)
+    assert calls == [1]  # θ asked for: formed once
