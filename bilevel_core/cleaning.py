@@ -139,7 +139,7 @@ class HyperCleaner:
 
     # ------------------------------------------------------------------ model
     def _init_params(self, d: int, c: int) -> tuple[Tensor, ...]:
-        kw = {"dtype": self.dtype, "device": self.device}
+        kw: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
         if self.hidden is None:
             return torch.zeros(d, c, **kw), torch.zeros(c, **kw)
         g = torch.Generator().manual_seed(self.seed)
@@ -168,7 +168,7 @@ class HyperCleaner:
         if X_val.size(1) != X.size(1):
             raise ValueError(f"X_val has {X_val.size(1)} features, X has {X.size(1)}.")
         n = X.size(0)
-        kw = {"dtype": self.dtype, "device": self.device}
+        kw: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
         logit = math.log(self.init_weight / (1 - self.init_weight))
         lam = torch.full((n,), logit, **kw, requires_grad=True)
         lr_log = torch.tensor(math.log(self.inner_lr), **kw, requires_grad=self.learn_lr)
@@ -198,6 +198,7 @@ class HyperCleaner:
             if self.learn_lr:
                 lr_log.grad = grads[1]
             opt.step()
+            assert state.outer_loss is not None  # always set by hypergradient
             self.history_.append(float(state.outer_loss))
             if self.verbose and (it % 50 == 0 or it == self.outer_iters - 1):
                 print(f"hyper-iteration {it}: validation loss {self.history_[-1]:.4f}, lr {float(lr_log.exp()):.3g}")

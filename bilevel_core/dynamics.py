@@ -46,7 +46,7 @@ class PerStep:
         return self.fn(hparams, t)
 
 
-Setting = float | Tensor | Callable[[Params], Tensor] | PerStep
+Setting = float | Tensor | Callable[[Params], Tensor | float] | PerStep
 """An optimizer setting: a number, a tensor, or a function of the hyperparameters."""
 
 

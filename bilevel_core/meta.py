@@ -139,6 +139,7 @@ class HyperRepresentation:
                                      self.T, truncate=truncate, return_state=True)
         lam_grads = torch.autograd.grad((f_tr, f_val), self.params, (grads[0], grads[1]), allow_unused=True)
         lam_grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(self.params, lam_grads))
+        assert state.outer_loss is not None  # always set by hypergradient
         return lam_grads, grads[2], float(state.outer_loss)
 
     # ------------------------------------------------------------------ training
@@ -154,8 +155,8 @@ class HyperRepresentation:
             losses.append(loss)
         assert total is not None
         self.optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(self.params, total):
-            p.grad = g / len(episodes)
+        for p, g_total in zip(self.params, total):
+            p.grad = g_total / len(episodes)
         if self.learn_inner_lr:
             self.log_lr.grad = lr_grad / len(episodes)
         self.optimizer.step()

@@ -70,15 +70,15 @@ class Backbone:
             torch.manual_seed(seed)
             for module in self.net.modules():
                 if module is not self.net and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                    module.reset_parameters()  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
         return self.functional.init_params()
 
     def __call__(self, params: tuple[Tensor, ...], x: Tensor, edge_index: Tensor, edge_weight: Tensor,
                  hidden_mask: Tensor | None = None) -> Tensor:
         return self.functional(params, x, edge_index, edge_weight, hidden_mask)
 
-    def l2_penalty(self, params: tuple[Tensor, ...], weight_decay: float) -> Tensor:
-        """``ρ·½‖first-layer weights‖²`` (Kipf's convention, as for the built-in GCN)."""
+    def l2_penalty(self, params: tuple[Tensor, ...], weight_decay: float) -> Tensor | float:
+        """``ρ·½‖first-layer weights‖²`` (Kipf's convention, as for the built-in GCN); ``0.0`` without such weights."""
         return 0.5 * weight_decay * sum((params[i] ** 2).sum() for i in self.l2_names)
 
     def state(self) -> dict[str, Any]:

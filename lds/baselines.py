@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,8 @@ from torch import Tensor
 
 from bilevel_core import Adam
 
-from .gcn import gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
+from .gcn import DropoutMasks, gcn_forward, gcn_l2_penalty, init_gcn_params, preprocess_features, sample_dropout_masks
+from .gcn import Params as GCNParams
 from .model import (
     PreparedData,
     check_dtype_and_device,
@@ -31,6 +32,7 @@ from .model import (
     validate_data,
 )
 from .propagation import pairs_from_edge_index
+from .typing import NetParams
 
 GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf")
 
@@ -164,7 +166,7 @@ class GCNBaseline(BaseEstimator):
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
         for name in ("rbf_gamma", "rbf_scale"):
-            value = getattr(self, name)
+            value: float | None = getattr(self, name)
             if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
                                           and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
@@ -196,7 +198,7 @@ class GCNBaseline(BaseEstimator):
         def graph_at_step() -> Any:
             return self._random_graph(self.graph_, n, gen) if self.graph == "random" else self.graph_
 
-        def inner(w, hparams, batch):
+        def inner(w: GCNParams, hparams: tuple[()], batch: tuple[Any, DropoutMasks]) -> Tensor:
             graph, dropout_masks = batch
             logits = gcn_forward(w, prep.x, graph, dropout=self.dropout, dropout_masks=dropout_masks, training=True)
             return F.cross_entropy(logits[prep.train_idx], prep.y[prep.train_idx]) + gcn_l2_penalty(
@@ -225,15 +227,17 @@ class GCNBaseline(BaseEstimator):
         self.steps_ = state.t
         return self
 
-    def _proba(self, params, x: Tensor) -> Tensor:
+    def _proba(self, params: NetParams, x: Tensor) -> Tensor:
+        gcn_params = cast(GCNParams, params)  # a GCN's (W1, W2), as a DynamicsState's params tuple
         with torch.no_grad():
             if self.graph != "random":
-                return torch.softmax(gcn_forward(params, x, self.graph_, dropout=self.dropout, training=False), 1)
+                return torch.softmax(gcn_forward(gcn_params, x, self.graph_, dropout=self.dropout, training=False), 1)
             gen = torch.Generator().manual_seed(int(self.seed) + 7919)
-            total = 0
+            total: Tensor | int = 0
             for _ in range(self.num_samples):
                 g = self._random_graph(self.graph_, x.size(0), gen)
-                total = total + torch.softmax(gcn_forward(params, x, g, dropout=self.dropout, training=False), 1)
+                total = total + torch.softmax(gcn_forward(gcn_params, x, g, dropout=self.dropout, training=False), 1)
+            assert isinstance(total, Tensor)  # num_samples >= 1 (checked in fit)
             return total / self.num_samples
 
     def predict_proba(self, data: Any) -> Tensor:

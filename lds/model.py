@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from bilevel_core.optim import InverseTimeSGD
 from .backbones import Backbone
 from .edges import EdgeDistribution, EdgeUniforms
 from .gcn import (
+    DropoutMasks,
     NodeFeatures,
     _drop_features,
     gcn_forward,
@@ -44,6 +45,7 @@ from .gcn import (
     preprocess_features,
     sample_dropout_masks,
 )
+from .gcn import Params as GCNParams
 from .propagation import (
     CandidateGraph,
     PairGradientAccumulator,
@@ -52,6 +54,7 @@ from .propagation import (
     reuse_sampled_graphs,
     to_edge_index,
 )
+from .typing import HParams, NetParams
 
 INNER_LR_RANGE = (1e-4, 0.05)
 SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
@@ -197,8 +200,9 @@ def data_fingerprint(x: Tensor, y: Tensor, masks: dict[str, Tensor], edge_index:
                      num_classes: int) -> dict[str, Any]:
     """SHA-256 of each data tensor (shape + bytes in a canonical CPU dtype), to tie a checkpoint to its data."""
     parts: dict[str, Any] = {"num_classes": int(num_classes)}
-    canonical = {"x": (x, torch.float64), "y": (y, torch.int64),
-                 "edge_index": (torch.empty(2, 0) if edge_index is None else edge_index, torch.int64)}
+    canonical: dict[str, tuple[Tensor | None, torch.dtype]] = {
+        "x": (x, torch.float64), "y": (y, torch.int64),
+        "edge_index": (torch.empty(2, 0) if edge_index is None else edge_index, torch.int64)}
     canonical.update({name: (masks.get(name), torch.uint8) for name in ("train_mask", "val_mask", "test_mask")})
     for name, (t, dtype) in canonical.items():
         if t is None:
@@ -206,7 +210,7 @@ def data_fingerprint(x: Tensor, y: Tensor, masks: dict[str, Tensor], edge_index:
             continue
         t = t.detach().to(device="cpu", dtype=dtype).contiguous()
         h = hashlib.sha256(repr(tuple(t.shape)).encode())
-        h.update(t.numpy())
+        h.update(t.numpy())  # type: ignore[arg-type]  # numpy declares ndarray.__buffer__ only for Python >= 3.12
         parts[name] = f"{tuple(t.shape)}:{h.hexdigest()}"
     return parts
 
@@ -279,7 +283,7 @@ class TrainLossStall:
 # ----------------------------------------------------------------------------- objectives
 
 
-def network_logits(w, prep: PreparedData, values: Tensor, pairs: Tensor | CandidateGraph, *,
+def network_logits(w: NetParams, prep: PreparedData, values: Tensor, pairs: Tensor | CandidateGraph, *,
                    backbone: Backbone | None = None, dropout: float = 0.5,
                    masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Logits of the GNN on the graph ``values`` over ``pairs``: the built-in GCN (sparse forward), or a
@@ -287,8 +291,8 @@ def network_logits(w, prep: PreparedData, values: Tensor, pairs: Tensor | Candid
     :class:`CandidateGraph` (``dist.candidates``) so that its derived tensors are built once."""
     if not isinstance(pairs, CandidateGraph):
         pairs = candidate_graph(pairs, prep.num_nodes)
-    if backbone is None:
-        return gcn_forward(w, prep.features, (values, pairs), dropout=dropout, dropout_masks=masks,
+    if backbone is None:  # the built-in GCN's weights are (W1, W2)
+        return gcn_forward(cast(GCNParams, w), prep.features, (values, pairs), dropout=dropout, dropout_masks=masks,
                            training=masks is not None)
     edge_index, edge_weight = to_edge_index(values, pairs.pairs, keep_zeros=True)
     x = prep.x if masks is None else _drop_features(prep.features, masks[0])
@@ -298,7 +302,7 @@ def network_logits(w, prep: PreparedData, values: Tensor, pairs: Tensor | Candid
 def lds_objectives(
     prep: PreparedData, dist: EdgeDistribution, *, sampling: bool = True, dropout: float = 0.5,
     weight_decay: float = 5e-4, backbone: Backbone | None = None,
-) -> tuple[Callable[..., Tensor], Callable[[Tensor | None], Callable[..., Tensor]]]:
+) -> tuple[Callable[..., Tensor], Callable[[EdgeUniforms | None], Callable[..., Tensor]]]:
     """The inner and outer objectives of LDS (thesis eqs. 9.4-9.5), for ``hparams = (θ, λ_lr)``.
 
     ``inner(w, hparams, batch)``: train cross-entropy of the GCN on ``A_t ~ Ber(θ)`` (straight-through;
@@ -313,15 +317,16 @@ def lds_objectives(
         values = dist.sample(uniforms=uniforms, probs=theta, validate=False) if sampling else theta  # θ projected
         return values, dist.candidates
 
-    def inner(w, hparams, batch):
+    def inner(w: NetParams, hparams: HParams, batch: tuple[EdgeUniforms | None, DropoutMasks]) -> Tensor:
         uniforms, masks = batch
         values, pairs = graph(hparams[0], uniforms)
         logits = network_logits(w, prep, values, pairs, backbone=backbone, dropout=dropout, masks=masks)
-        penalty = gcn_l2_penalty(w, weight_decay) if backbone is None else backbone.l2_penalty(w, weight_decay)
+        penalty = (gcn_l2_penalty(cast(GCNParams, w), weight_decay) if backbone is None
+                   else backbone.l2_penalty(w, weight_decay))
         return F.cross_entropy(logits[train_idx], y[train_idx]) + penalty
 
     def make_outer(uniforms: EdgeUniforms | None) -> Callable[..., Tensor]:
-        def outer(w, hparams):
+        def outer(w: NetParams, hparams: HParams) -> Tensor:
             values, pairs = graph(hparams[0], uniforms)
             logits = network_logits(w, prep, values, pairs, backbone=backbone)
             return F.cross_entropy(logits[val_idx], y[val_idx])
@@ -448,7 +453,7 @@ def check_float_setting(estimator: Any, name: str, low: float | None = None, hig
 
 def check_seed_setting(estimator: Any, name: str = "seed") -> None:
     """Raise unless the estimator's seed is an int in ``[0, 2**63)``."""
-    v = getattr(estimator, name)
+    v: int = getattr(estimator, name)
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int in [0, 2**63), e.g. {name}=0, got {type(v).__name__} {v!r}.")
     if not 0 <= v < SEED_LIMIT:
@@ -698,7 +703,7 @@ class LDS(BaseEstimator):
             device=self.device,
         )
 
-    def _inner_lr(self, hparams) -> Tensor | float:
+    def _inner_lr(self, hparams: HParams) -> Tensor | float:
         if not self.learn_inner_lr:
             return self.inner_lr
         a, b = INNER_LR_RANGE
@@ -827,6 +832,7 @@ class LDS(BaseEstimator):
                          make_outer: Callable[[EdgeUniforms | None], Callable[..., Tensor]],
                          gen: torch.Generator) -> tuple[tuple[Tensor, ...], int]:
         """Reset w, run Adam on fresh samples; every τ steps a truncated hypergradient and a θ update."""
+        params: NetParams
         if self.backbone_ is None:
             params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
                                      dtype=self._torch_dtype, device=prep.x.device)
@@ -855,21 +861,23 @@ class LDS(BaseEstimator):
         return hopt.state.params, steps
 
     # ------------------------------------------------------------------ evaluation
-    def _mean_proba(self, params, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:
+    def _mean_proba(self, params: NetParams, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:
         """Class probabilities averaged over S graphs ``A ~ Ber(θ)`` (or on ``A = θ`` without sampling)."""
         gen = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7919)
         with torch.no_grad():
             if not self.sampling:
                 return torch.softmax(network_logits(params, prep, theta, dist.candidates, backbone=self.backbone_),
                                      dim=1)
-            total = None
+            total: Tensor | None = None
             for _ in range(self.num_samples):
                 values = dist.sample(uniforms=dist.draw(gen), probs=theta, validate=False)
                 p = torch.softmax(network_logits(params, prep, values, dist.candidates, backbone=self.backbone_), dim=1)
                 total = p if total is None else total + p
+            assert total is not None  # num_samples >= 1 (checked in _check_settings)
             return total / self.num_samples
 
-    def _evaluate(self, params, prep, dist, theta, idx) -> tuple[float, float]:
+    def _evaluate(self, params: NetParams, prep: PreparedData, dist: EdgeDistribution, theta: Tensor,
+                  idx: Tensor) -> tuple[float, float]:
         proba = self._mean_proba(params, prep, dist, theta)
         acc = float((proba[idx].argmax(1) == prep.y[idx]).double().mean())
         loss = float(F.nll_loss(torch.log(proba[idx].clamp_min(1e-12)), prep.y[idx]))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, overload
 
 from torch import Tensor
 
@@ -79,6 +79,48 @@ def _check_options(method: str, options: Mapping[str, Any]) -> None:
             f"unknown option(s) {', '.join(unknown)} for method={method!r}; "
             f"valid options: {', '.join(sorted(allowed))}." + (f" ({'; '.join(hints)})" if hints else "")
         )
+
+
+@overload
+def hypergradient(
+    params0: Params | DynamicsState | Callable[[Params], Params],
+    hparams: Params | Tensor,
+    dynamics: Dynamics,
+    outer: Callable[[Params, Params], Tensor],
+    T: int,
+    method: str = ...,
+    *,
+    return_state: Literal[False] = ...,
+    **options: Any,
+) -> Params: ...
+
+
+@overload
+def hypergradient(
+    params0: Params | DynamicsState | Callable[[Params], Params],
+    hparams: Params | Tensor,
+    dynamics: Dynamics,
+    outer: Callable[[Params, Params], Tensor],
+    T: int,
+    method: str = ...,
+    *,
+    return_state: Literal[True],
+    **options: Any,
+) -> tuple[Params, DynamicsState]: ...
+
+
+@overload
+def hypergradient(
+    params0: Params | DynamicsState | Callable[[Params], Params],
+    hparams: Params | Tensor,
+    dynamics: Dynamics,
+    outer: Callable[[Params, Params], Tensor],
+    T: int,
+    method: str = ...,
+    *,
+    return_state: bool,
+    **options: Any,
+) -> Params | tuple[Params, DynamicsState]: ...
 
 
 def hypergradient(

@@ -7,7 +7,7 @@ grow with T. ``∇f = ∂_λE + ∂_wE · Z_T``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any
 
@@ -165,7 +165,7 @@ def real_time_hypergradients(
     params0: Params | DynamicsState | Callable[[Params], Params],
     hparams: Params | Tensor,
     dynamics: Dynamics,
-    outer: Callable[[Params, Params], Tensor],
+    outer: Callable[..., Tensor],
     T: int,
     every: int = 1,
     *,
@@ -173,7 +173,7 @@ def real_time_hypergradients(
     outer_batches: Batches = None,
     stop: StopRule | None = None,
     discount: float = 1.0,
-) -> Iterator[tuple[int, Params]]:
+) -> Generator[tuple[int, Params], None, DynamicsState]:
     """Real-time forward hypergradients (RTHO, thesis Sec. 5.4.2.1): a generator.
 
     Runs the inner dynamics for up to ``T`` steps while propagating ``Z_t = μ A_t Z_{t-1} + B_t``

@@ -9,6 +9,7 @@ zero and returns the iterate (no detach: it carries whatever graph ``matvec`` bu
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -20,7 +21,8 @@ MatVec = Callable[[Params], Params]
 
 def tree_dot(a: Params, b: Params) -> Tensor:
     """``⟨a, b⟩ = Σ_i Σ a_i * b_i`` over two tuples of tensors of matching shapes."""
-    return sum((x * y).sum() for x, y in zip(a, b))
+    # sum() of an empty tuple would be the int 0; Params are never empty (as_tensor_tuple)
+    return cast(Tensor, sum((x * y).sum() for x, y in zip(a, b)))
 
 
 def solve_cg(matvec: MatVec, b: Params, K: int, tol: float) -> Params:
