@@ -127,3 +127,25 @@ def test_custom_fixed_point_map():
     (g,) = hypergradient((solution(lam),), (lam,), dyn, outer, 1, method="fixed_point",
                          fixed_point_map=phi, K=5000, tol=1e-14)
     assert rel_err((g,), (exact_grad(lam),)) < 1e-6
+
+
+@pytest.mark.parametrize("method", ["cg", "neumann", "fixed_point"])
+def test_direct_term_included_in_implicit_hypergradients(method):
+    """E depends on λ directly: ∇f = ∂_λE + ∂_λΦᵀ q. Inner L = ½‖w - Aλ‖² has w*(λ) = Aλ; with
+    E = ½‖w - c‖² + ½‖λ‖², ∇f(λ) = Aᵀ(Aλ - c) + λ in closed form. Dropping the direct term λ is caught."""
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(5, 3, generator=g, dtype=DT)
+    c = torch.randn(5, generator=g, dtype=DT)
+    lam = torch.tensor([0.7, -1.2, 0.4], dtype=DT)
+
+    def inner(w, hp):
+        return 0.5 * ((w[0] - A @ hp[0]) ** 2).sum()
+
+    def outer(w, hp):
+        return 0.5 * ((w[0] - c) ** 2).sum() + 0.5 * (hp[0] ** 2).sum()
+
+    (got,) = hypergradient((torch.zeros(5, dtype=DT),), (lam,), GradientDescent(inner, lr=0.5), outer, 80,
+                           method=method, K=200)
+    exact = A.T @ (A @ lam - c) + lam
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-10)
+    assert float((got - (exact - lam)).abs().max()) > 0.3  # the direct term matters here
