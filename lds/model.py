@@ -426,6 +426,29 @@ class FitState:
         self.best, self.history, self.elapsed = best, ck["history"], float(ck["elapsed"])
 
 
+class _Checkpointer:
+    """Writes a fit's checkpoint every ``every`` outer iterations, when it stops early, and (``close``) the
+    last finished iteration when the fit ends between two of those (``max_outer_iters``, Ctrl-C)."""
+
+    def __init__(self, path: str | os.PathLike | None, every: int, fingerprint: dict[str, Any],
+                 settings: dict[str, Any]) -> None:
+        self.path, self.every, self.fingerprint, self.settings = path, every, fingerprint, settings
+        self.unsaved: dict[str, Any] | None = None  # the last finished iteration, not yet written
+
+    def after_iteration(self, state: FitState, elapsed: float, done: bool) -> None:
+        if self.path is None:
+            return
+        self.unsaved = state.to_checkpoint(self.settings, self.fingerprint, elapsed)
+        if state.iteration % self.every == 0 or done:
+            _atomic_save(self.unsaved, self.path)
+            self.unsaved = None
+
+    def close(self) -> None:
+        if self.path is not None and self.unsaved is not None:
+            _atomic_save(self.unsaved, self.path)
+            self.unsaved = None
+
+
 # ----------------------------------------------------------------------------- the estimator
 
 
@@ -733,10 +756,42 @@ class LDS(BaseEstimator):
         for name, value in (("checkpoint", checkpoint), ("resume", resume)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise TypeError(f"{name} must be a file path (str or os.PathLike), got {type(value).__name__}.")
-
         self._check_settings()
         if checkpoint is not None:
             _check_writable(checkpoint, "checkpoint")
+        prep, dist, state, fingerprint = self._setup(data, resume)
+        saver = _Checkpointer(checkpoint, self.checkpoint_every, fingerprint,
+                              self._plain_params(checkpoint=True) if checkpoint is not None else {})
+        hopt, make_outer = self._hyper_optimizer(prep, dist, state)
+        t0 = time.perf_counter() - state.elapsed
+        interrupted = False
+        with tqdm(total=self.max_outer_iters, initial=state.iteration, disable=not self.verbose, desc="LDS",
+                  dynamic_ncols=True) as bar:
+            try:
+                for it in range(state.iteration, self.max_outer_iters):
+                    record = self._outer_step(it, prep, dist, state, hopt, make_outer, callback, t0)
+                    bar.update(1)
+                    bar.set_postfix(val_acc=f"{record['val_acc']:.4f}", edges=f"{record['expected_edges']:.0f}",
+                                    steps=record["inner_steps"])
+                    done = state.since_best >= self.patience
+                    saver.after_iteration(state, time.perf_counter() - t0, done)
+                    if done:
+                        break
+            except KeyboardInterrupt:
+                interrupted = True
+                warnings.warn("fit interrupted: keeping the best model found so far.", stacklevel=2)
+        saver.close()  # the fit ended between checkpoints (max_outer_iters, interrupt): write the last one
+        if state.best is None:
+            raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
+        self._set_fitted(prep, dist, state)
+        self.interrupted_ = interrupted
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _setup(self, data: Any, resume: str | os.PathLike | None
+               ) -> tuple[PreparedData, EdgeDistribution, FitState, dict[str, Any]]:
+        """Validated data, θ's candidate set and the fit's state (continued from ``resume`` when given, after
+        checking that it was written for this data and these settings); the data's fingerprint."""
         ck = _load_checkpoint(resume) if resume is not None else None
         prep, fingerprint = self._prepare(data)
         dist = self._build_distribution(prep)
@@ -747,52 +802,27 @@ class LDS(BaseEstimator):
             assert resume is not None
             self._check_resume(ck, dist, fingerprint, resume)
             state.restore(ck)
+        return prep, dist, state, fingerprint
 
-        settings = self._plain_params(checkpoint=True) if checkpoint is not None else {}
-        hopt, make_outer = self._hyper_optimizer(prep, dist, state)
-        t0 = time.perf_counter() - state.elapsed
-        bar = tqdm(total=self.max_outer_iters, initial=state.iteration, disable=not self.verbose, desc="LDS",
-                   dynamic_ncols=True)
-        interrupted = False
-        unsaved: dict[str, Any] | None = None  # checkpoint of the last finished iteration, not yet written
-        try:
-            for it in range(state.iteration, self.max_outer_iters):
-                params, steps = self._outer_iteration(prep, dist, hopt, make_outer, state.generator)
-                val_acc, val_loss = self._evaluate(params, prep, dist, dist.probs, prep.val_stop_idx)
-                record = {"iteration": it, "val_acc": val_acc, "val_loss": val_loss, "inner_steps": steps,
-                          "expected_edges": dist.expected_num_edges(), "inner_lr": float(self._inner_lr(
-                              (dist.probs, state.lr_logit.detach()))), "time": time.perf_counter() - t0}
-                state.history.append(record)
-                if callback is not None:
-                    with torch.no_grad():  # θ is the outer optimiser's leaf: a callback reads it, never builds on it
-                        callback(it, record, dist)
-                state.consider(it, val_acc, val_loss, params)
-                state.iteration = it + 1
-                bar.update(1)
-                bar.set_postfix(val_acc=f"{val_acc:.4f}", best=f"{state.best['val_acc']:.4f}",  # type: ignore[index]
-                                edges=f"{record['expected_edges']:.0f}", steps=steps)
-                done = state.since_best >= self.patience
-                if checkpoint is not None:
-                    unsaved = state.to_checkpoint(settings, fingerprint, time.perf_counter() - t0)
-                    if (it + 1) % self.checkpoint_every == 0 or done:
-                        _atomic_save(unsaved, checkpoint)
-                        unsaved = None
-                if done:
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
-            warnings.warn("fit interrupted: keeping the best model found so far.", stacklevel=2)
-        finally:
-            bar.close()
-        if unsaved is not None:  # the fit ended between checkpoints (max_outer_iters, interrupt): write the last one
-            assert checkpoint is not None
-            _atomic_save(unsaved, checkpoint)
-        if state.best is None:
-            raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
-        self._set_fitted(prep, dist, state)
-        self.interrupted_ = interrupted
-        self.fit_time_ = time.perf_counter() - t0
-        return self
+    def _outer_step(self, it: int, prep: PreparedData, dist: EdgeDistribution, state: FitState,
+                    hopt: HyperOptimizer, make_outer: Callable[[EdgeUniforms | None], Callable[..., Tensor]],
+                    callback: Callable[[int, dict[str, float], EdgeDistribution], Any] | None,
+                    t0: float) -> dict[str, float]:
+        """Outer iteration ``it``: the inner run with its θ updates, then early-stopping bookkeeping; returns
+        its history record."""
+        params, steps = self._outer_iteration(prep, dist, hopt, make_outer, state.generator)
+        val_acc, val_loss = self._evaluate(params, prep, dist, dist.probs, prep.val_stop_idx)
+        record = {"iteration": it, "val_acc": val_acc, "val_loss": val_loss, "inner_steps": steps,
+                  "expected_edges": dist.expected_num_edges(),
+                  "inner_lr": float(self._inner_lr((dist.probs, state.lr_logit.detach()))),
+                  "time": time.perf_counter() - t0}
+        state.history.append(record)
+        if callback is not None:
+            with torch.no_grad():  # θ is the outer optimiser's leaf: a callback reads it, never builds on it
+                callback(it, record, dist)
+        state.consider(it, val_acc, val_loss, params)
+        state.iteration = it + 1
+        return record
 
     def _start(self, dist: EdgeDistribution) -> FitState:
         """The state before the first outer iteration: θ from the initial graph, λ from ``inner_lr``, the seeded
