@@ -32,7 +32,7 @@ from .model import (
     validate_data,
 )
 from .propagation import pairs_from_edge_index
-from .typing import NetParams
+from .typing import GraphData, NetParams
 
 GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf")
 
@@ -157,7 +157,7 @@ class GCNBaseline(BaseEstimator):
         return torch.ones(all_pairs.size(1), dtype=values.dtype, device=values.device), all_pairs
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, data: Any) -> GCNBaseline:
+    def fit(self, data: GraphData) -> GCNBaseline:
         """Train with Adam; keep the weights of the best early-stopping accuracy."""
         if self.graph not in GRAPHS:
             raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}.")
@@ -187,11 +187,12 @@ class GCNBaseline(BaseEstimator):
         y = y.clone().long()
         y[y < 0] = 0
         x = preprocess_features(x.to(device=device, dtype=dtype), self.normalize_features)
+        given = getattr(data, "edge_index", None)  # optional: absent (or None) means no input graph
+        edge_index = given if given is not None else torch.empty(2, 0, dtype=torch.long)
         prep = PreparedData(x=x, y=y.to(device), num_classes=num_classes,
                             train_idx=train_idx.to(device),
                             val_outer_idx=torch.empty(0, dtype=torch.long), val_stop_idx=val_stop.to(device),
-                            edge_index=data.edge_index, num_nodes=x.size(0))
-        edge_index = data.edge_index if getattr(data, "edge_index", None) is not None else torch.empty(2, 0)
+                            edge_index=edge_index, num_nodes=x.size(0))
         self.graph_ = self._fixed_graph(prep.x, edge_index.long(), gen)
         n = prep.num_nodes
 
@@ -240,17 +241,17 @@ class GCNBaseline(BaseEstimator):
             assert isinstance(total, Tensor)  # num_samples >= 1 (checked in fit)
             return total / self.num_samples
 
-    def predict_proba(self, data: Any) -> Tensor:
+    def predict_proba(self, data: GraphData) -> Tensor:
         if not hasattr(self, "params_"):
             raise RuntimeError("this baseline is not fitted yet: call fit(data) first.")
         x = check_predict_features(data, self.num_nodes_)
         x = preprocess_features(x.to(device=self.device, dtype=self._torch_dtype), self.normalize_features)
         return self._proba(self.params_, x).cpu()
 
-    def predict(self, data: Any) -> Tensor:
+    def predict(self, data: GraphData) -> Tensor:
         return self.predict_proba(data).argmax(1)
 
-    def score(self, data: Any, mask: Tensor | None = None) -> float:
+    def score(self, data: GraphData, mask: Tensor | None = None) -> float:
         """Accuracy on ``mask`` (a boolean tensor of length N; default ``data.test_mask``), in [0, 1]."""
         if not hasattr(self, "params_"):
             raise RuntimeError("this baseline is not fitted yet: call fit(data) first.")

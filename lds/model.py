@@ -54,7 +54,7 @@ from .propagation import (
     reuse_sampled_graphs,
     to_edge_index,
 )
-from .typing import HParams, NetParams
+from .typing import GraphData, HParams, NetParams
 
 INNER_LR_RANGE = (1e-4, 0.05)
 SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
@@ -646,7 +646,7 @@ class LDS(BaseEstimator):
         return torch.float64 if self.dtype == "float64" else torch.float32
 
     # ------------------------------------------------------------------ setup
-    def _prepare(self, data: Any) -> tuple[PreparedData, dict[str, Any]]:
+    def _prepare(self, data: GraphData) -> tuple[PreparedData, dict[str, Any]]:
         """Validated tensors of ``data`` and their fingerprint (see :func:`data_fingerprint`)."""
         x, y, masks, num_classes = validate_data(data)
         edge_index = getattr(data, "edge_index", None)
@@ -733,7 +733,7 @@ class LDS(BaseEstimator):
         return a + torch.sigmoid(hparams[1]) * (b - a)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Any, *, checkpoint: str | os.PathLike | None = None,
+    def fit(self, data: GraphData, *, checkpoint: str | os.PathLike | None = None,
             resume: str | os.PathLike | None = None,
             callback: Callable[[int, dict[str, float], EdgeDistribution], Any] | None = None) -> LDS:
         """Algorithm 7 (thesis Sec. 9.3) on ``data``; keeps the best θ and GCN weights by early stopping.
@@ -788,7 +788,7 @@ class LDS(BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def _setup(self, data: Any, resume: str | os.PathLike | None
+    def _setup(self, data: GraphData, resume: str | os.PathLike | None
                ) -> tuple[PreparedData, EdgeDistribution, FitState, dict[str, Any]]:
         """Validated data, θ's candidate set and the fit's state (continued from ``resume`` when given, after
         checking that it was written for this data and these settings); the data's fingerprint."""
@@ -935,7 +935,7 @@ class LDS(BaseEstimator):
         if not hasattr(self, "params_"):
             raise RuntimeError("this LDS model is not fitted yet: call fit(data) first.")
 
-    def _prep_for_predict(self, data: Any) -> PreparedData:
+    def _prep_for_predict(self, data: GraphData) -> PreparedData:
         self._check_fitted()
         x = check_predict_features(data, self.num_nodes_, self.in_features_)
         x = preprocess_features(x.to(device=self.device, dtype=self._torch_dtype), self.normalize_features)
@@ -944,16 +944,16 @@ class LDS(BaseEstimator):
                             val_outer_idx=self.val_outer_idx_, val_stop_idx=self.val_stop_idx_,
                             edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=self.num_nodes_)
 
-    def predict_proba(self, data: Any) -> Tensor:
+    def predict_proba(self, data: GraphData) -> Tensor:
         """Class probabilities (N, C), averaged over S sampled graphs (LDS eq. 9.8)."""
         prep = self._prep_for_predict(data)
         return self._mean_proba(self.params_, prep, self.distribution_, self.distribution_.probs).cpu()
 
-    def predict(self, data: Any) -> Tensor:
+    def predict(self, data: GraphData) -> Tensor:
         """Predicted class of every node (N,)."""
         return self.predict_proba(data).argmax(dim=1)
 
-    def score(self, data: Any, mask: Tensor | None = None) -> float:
+    def score(self, data: GraphData, mask: Tensor | None = None) -> float:
         """Accuracy on ``mask`` (a boolean tensor of length N; default ``data.test_mask``), in [0, 1]."""
         self._check_fitted()
         mask, y = check_score_inputs(data, mask, self.num_nodes_)

@@ -405,3 +405,18 @@ def test_cli_exit_status_is_2_for_a_user_error():
 
 def test_numpy_seed_is_accepted(data):
     assert LDS(**{**QUICK, "max_outer_iters": 1}, seed=np.int64(3)).fit(data).history_
+
+
+def test_baseline_fits_data_without_an_edge_index_attribute():
+    """Any object with x, y and boolean masks is accepted; a missing edge_index means no input graph (the
+    baseline once read data.edge_index unconditionally: AttributeError outside PyG's Data)."""
+    from types import SimpleNamespace
+
+    from lds import GCNBaseline
+
+    from .synthetic import planted_partition
+
+    d = planted_partition(per_class=8, seed=1)
+    plain = SimpleNamespace(x=d.x, y=d.y, train_mask=d.train_mask, val_mask=d.val_mask, test_mask=d.test_mask)
+    model = GCNBaseline(graph="knn", k=3, seed=0).fit(plain)
+    assert model.predict(plain).shape == (d.x.size(0),)
