@@ -304,12 +304,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         "the deferred part of a hypergradient (LDS's all-pairs gradient) is not added back",
     ),
     Mutation(
+        "fit-projection-no-upper-bound",
+        "lds/model.py",
+        "        project_theta = project_box(0.0, 1.0)\n",
+        "        project_theta = project_box(0.0, None)\n",
+        ("tests/lds",),
+        "the fit projects θ on [0, ∞) instead of [0, 1] after each update",
+    ),
+    Mutation(
         "theta-projection-no-upper-bound",
         "lds/edges.py",
         "            self.probs.clamp_(0.0, 1.0)\n",
         "            self.probs.clamp_(min=0.0)\n",
         ("tests/lds",),
-        "θ is projected on [0, ∞) instead of [0, 1]",
+        "EdgeDistribution.project_ projects θ on [0, ∞) instead of [0, 1]",
     ),
     Mutation(
         "train-loss-stall-patience",

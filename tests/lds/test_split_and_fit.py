@@ -133,4 +133,19 @@ def test_outer_lr_decays_as_inverse_time_over_all_theta_updates(monkeypatch):
     expected = [outer_lr / (1 + decay * k) for k in range(6)]
     assert steps == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert torch.allclose(sequence[-1][free], torch.full_like(sequence[-1][free], g * sum(expected)), rtol=1e-9)
+    # the initial edges start at θ = 1 and are pushed up by -g at every update: the projection keeps them at 1
+    assert bool((sequence[-1][~free] == 1).all()) and int((~free).sum()) > 0
 
+
+
+def test_edge_distribution_projection_onto_the_unit_box():
+    """``project_`` is the Euclidean projection onto [0, 1]^P: values below 0 go to 0, above 1 to 1."""
+    from lds import EdgeDistribution
+    from lds.propagation import all_pairs
+
+    dist = EdgeDistribution(all_pairs(3), 3, torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64))
+    with torch.no_grad():
+        dist.probs.copy_(torch.tensor([-0.5, 0.5, 1.5], dtype=torch.float64))
+    dist.project_()
+    assert dist.probs.tolist() == [0.0, 0.5, 1.0]
+    assert dist.support().tolist() == [1, 2]  # the support follows θ's version counter
