@@ -149,3 +149,23 @@ def test_edge_distribution_projection_onto_the_unit_box():
     dist.project_()
     assert dist.probs.tolist() == [0.0, 0.5, 1.0]
     assert dist.support().tolist() == [1, 2]  # the support follows θ's version counter
+
+
+def test_train_loss_stall_stops_after_exactly_patience_steps_without_improvement():
+    """The inner stopping rule: stop at the first step where the loss has not fallen below (1 - tol)·best for
+    ``patience`` steps (a rule that waited one step more, or reset on a tiny improvement, is caught)."""
+    from types import SimpleNamespace
+
+    from lds.model import TrainLossStall
+
+    def steps_until_stop(losses, patience=3, tol=0.1):
+        rule = TrainLossStall(patience=patience, tol=tol)
+        for t, loss in enumerate(losses, start=1):
+            if rule(SimpleNamespace(loss=torch.tensor(loss)), t):
+                return t
+        return None
+
+    assert steps_until_stop([1.0] * 10) == 4  # best set at step 1, then 3 steps without improvement
+    assert steps_until_stop([1.0, 0.95, 0.92, 0.91, 0.5] + [0.5] * 10) == 4  # 5 % and 8 % gains are below tol
+    assert steps_until_stop([1.0, 0.8, 0.6, 0.6, 0.6, 0.6]) == 6  # each 20 % gain resets the count
+    assert steps_until_stop([1.0] * 10, patience=1) == 2
