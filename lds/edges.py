@@ -124,7 +124,6 @@ class EdgeDistribution:
         that its derived index tensors, and the caches of a fit's windows, live as long as this distribution."""
         if self._candidates is None:
             self._candidates = CandidateGraph(self.pairs, self.num_nodes, validate=False)
-            self._candidates.validated = True  # from_candidates builds sorted, unique pairs i < j
         return self._candidates
 
     def support(self) -> Tensor:

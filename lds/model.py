@@ -646,12 +646,13 @@ class LDS(BaseEstimator):
         return torch.float64 if self.dtype == "float64" else torch.float32
 
     # ------------------------------------------------------------------ setup
-    def _prepare(self, data: GraphData) -> tuple[PreparedData, dict[str, Any]]:
-        """Validated tensors of ``data`` and their fingerprint (see :func:`data_fingerprint`)."""
+    def _prepare(self, data: GraphData, *, fingerprint: bool) -> tuple[PreparedData, dict[str, Any]]:
+        """Validated tensors of ``data`` and, when ``fingerprint`` (a checkpoint is written or resumed), their
+        fingerprint (see :func:`data_fingerprint`; else ``{}``: hashing large features costs seconds)."""
         x, y, masks, num_classes = validate_data(data)
         edge_index = getattr(data, "edge_index", None)
         edge_index = torch.empty(2, 0, dtype=torch.long) if edge_index is None else edge_index.long()
-        fp = data_fingerprint(x, y, masks, edge_index, num_classes)
+        fp = data_fingerprint(x, y, masks, edge_index, num_classes) if fingerprint else {}
         device = torch.device(self.device)
         val_outer, val_stop = split_validation(masks["val_mask"], int(self.seed))
         y_safe = y.clone().long()
@@ -759,7 +760,7 @@ class LDS(BaseEstimator):
         self._check_settings()
         if checkpoint is not None:
             _check_writable(checkpoint, "checkpoint")
-        prep, dist, state, fingerprint = self._setup(data, resume)
+        prep, dist, state, fingerprint = self._setup(data, resume, fingerprint=checkpoint is not None)
         saver = _Checkpointer(checkpoint, self.checkpoint_every, fingerprint,
                               self._plain_params(checkpoint=True) if checkpoint is not None else {})
         hopt, make_outer = self._hyper_optimizer(prep, dist, state)
@@ -788,21 +789,22 @@ class LDS(BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def _setup(self, data: GraphData, resume: str | os.PathLike | None
+    def _setup(self, data: GraphData, resume: str | os.PathLike | None, *, fingerprint: bool
                ) -> tuple[PreparedData, EdgeDistribution, FitState, dict[str, Any]]:
         """Validated data, θ's candidate set and the fit's state (continued from ``resume`` when given, after
-        checking that it was written for this data and these settings); the data's fingerprint."""
+        checking that it was written for this data and these settings); the data's fingerprint when
+        ``fingerprint`` or ``resume`` (else ``{}``)."""
         ck = _load_checkpoint(resume) if resume is not None else None
-        prep, fingerprint = self._prepare(data)
+        prep, fp = self._prepare(data, fingerprint=fingerprint or ck is not None)
         dist = self._build_distribution(prep)
         self.backbone_ = self._make_backbone(prep)
         self.initial_num_edges_ = dist.expected_num_edges()
         state = self._start(dist)
         if ck is not None:
             assert resume is not None
-            self._check_resume(ck, dist, fingerprint, resume)
+            self._check_resume(ck, dist, fp, resume)
             state.restore(ck)
-        return prep, dist, state, fingerprint
+        return prep, dist, state, fp
 
     def _outer_step(self, it: int, prep: PreparedData, dist: EdgeDistribution, state: FitState,
                     hopt: HyperOptimizer, make_outer: Callable[[EdgeUniforms | None], Callable[..., Tensor]],

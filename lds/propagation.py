@@ -317,13 +317,9 @@ def candidate_graph(pairs: Tensor | CandidateGraph, num_nodes: int, candidate_mo
     if isinstance(pairs, CandidateGraph):
         if pairs.num_nodes != num_nodes:
             raise ValueError(f"the candidate set has {pairs.num_nodes} nodes, but num_nodes={num_nodes}.")
-        if candidate_mode not in _MODES:
-            raise ValueError(f"candidate_mode must be one of {_MODES}, got {candidate_mode!r}.")
-        return pairs.with_mode(candidate_mode)
+        return pairs.with_mode(candidate_mode)  # checks candidate_mode
     if not isinstance(pairs, Tensor):
         raise TypeError(f"pairs must be a torch.long tensor of shape (2, P), got {type(pairs).__name__}.")
-    if candidate_mode not in _MODES:
-        raise ValueError(f"candidate_mode must be one of {_MODES}, got {candidate_mode!r}.")
     return CandidateGraph(pairs, num_nodes, candidate_mode, validate=validate)
 
 
