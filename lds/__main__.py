@@ -80,12 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Fit and report, for parsed arguments (raises ValueError/TypeError on bad values)."""
     from lds import LDS, GCNBaseline
-    from lds.model import SEED_LIMIT
+    from lds.model import check_seed_setting
 
     if not 0.0 < args.keep_edges <= 1.0:
         raise ValueError(f"--keep-edges must be in (0, 1], got {args.keep_edges}.")
-    if not 0 <= args.seed < SEED_LIMIT:
-        raise ValueError(f"--seed must be an int in [0, 2**63), got {args.seed}.")
+    check_seed_setting(args, "seed", label="--seed")  # the estimator's rule, before the data split uses the seed
     torch.manual_seed(args.seed)
     data = load(args)
     has_graph = data.edge_index.numel() > 0

@@ -474,13 +474,15 @@ def check_float_setting(estimator: Any, name: str, low: float | None = None, hig
         raise ValueError(f"{name} must be a finite number in {interval}, got {v!r}.")
 
 
-def check_seed_setting(estimator: Any, name: str = "seed") -> None:
-    """Raise unless the estimator's seed is an int in ``[0, 2**63)``."""
+def check_seed_setting(estimator: Any, name: str = "seed", label: str | None = None) -> None:
+    """Raise unless the estimator's seed is an int in ``[0, 2**63)``; ``label`` names it in the message (e.g. the
+    CLI's ``--seed``; default ``name``)."""
     v: int = getattr(estimator, name)
+    label = name if label is None else label
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int in [0, 2**63), e.g. {name}=0, got {type(v).__name__} {v!r}.")
+        raise TypeError(f"{label} must be an int in [0, 2**63), e.g. {label}=0, got {type(v).__name__} {v!r}.")
     if not 0 <= v < SEED_LIMIT:
-        raise ValueError(f"{name} must be an int in [0, 2**63), got {v!r}; e.g. {name}=0.")
+        raise ValueError(f"{label} must be an int in [0, 2**63), got {v!r}; e.g. {label}=0.")
 
 
 def check_dtype_and_device(dtype: Any, device: Any) -> torch.device:
