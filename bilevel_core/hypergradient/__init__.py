@@ -4,8 +4,10 @@ Methods (Franceschi et al., ICML 2017; thesis Ch. 5), one module each:
 
 - ``"reverse"`` (:mod:`.reverse`): Algorithm 2 (Reverse-HG), by back-propagation through the unrolled
   steps. ``truncate=τ`` keeps only the last τ steps (truncated back-propagation); ``truncate=0`` gives
-  the direct term ``∂_λE`` alone. ``deferred_grads={i: sink}`` lets a :class:`DeferredGradient`
-  collect part of ``∂f/∂λ_i`` compactly during the backward pass; it is added back before returning.
+  the direct term ``∂_λE`` alone. ``checkpoint_steps=k`` (or ``"sqrt"``) stores states only every k
+  steps and re-runs each segment with its graph in the backward pass. ``deferred_grads={i: sink}``
+  lets a :class:`DeferredGradient` collect part of ``∂f/∂λ_i`` compactly during the backward pass;
+  it is added back before returning.
 - ``"forward"`` (:mod:`.forward`): Algorithm 3 (Forward-HG), the tangent recursion
   ``Z_t = A_t Z_{t-1} + B_t`` with Jacobian-vector products (forward-mode dual tensors); memory does
   not grow with T. :func:`real_time_hypergradients` is its real-time variant.
@@ -45,7 +47,7 @@ METHODS = ("reverse", "forward", "fixed_point", "cg", "neumann")
 _COMMON_OPTIONS = frozenset({"batches", "stop", "return_state"})
 _METHOD_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "reverse": frozenset({"truncate", "deferred_grads"}),
+        "reverse": frozenset({"truncate", "deferred_grads", "checkpoint_steps"}),
         "forward": frozenset(),
         "fixed_point": IMPLICIT_OPTIONS,
         "cg": IMPLICIT_OPTIONS,
@@ -151,6 +153,12 @@ def hypergradient(
             the steps taken (a partial window), and ``state.stopped`` is set.
         return_state: also return the final (detached) state, to continue the run.
         truncate: (reverse) back-propagate through the last ``truncate`` steps only (default T).
+        checkpoint_steps: (reverse) store the states only every ``checkpoint_steps`` tracked steps (an int
+            in ``[1, T]``, or ``"sqrt"`` for ``⌈√truncate⌉``) and re-run each segment with its graph in the
+            backward pass: memory O(T/k · state + k · graph) instead of O(T · graph), the same result, at
+            the cost of one more forward pass. ``1`` stores every state and no graph (Algorithm 2 as
+            written). Per-step data is replayed: a callable ``t -> batch`` is called again, an iterator's
+            batches are recorded; the global RNG is restored per segment.
         deferred_grads: (reverse) ``{i: sink}``, hyperparameter index -> :class:`DeferredGradient`;
             each sink is entered (in index order) around the unroll and backward pass, exited, and
             ``sink.gradient(like=g_i)`` is added to ``g_i``: the result is the complete hypergradient.

@@ -40,6 +40,11 @@ class _BatchSource:
                 f"batches must be an iterable of batches or a callable t -> batch, got {type(batches).__name__}."
             )
 
+    @property
+    def replays_by_call(self) -> bool:
+        """True for a callable (or no data): a step's batch is had again by calling it with the same ``t``."""
+        return self._it is None
+
     def get(self, t: int) -> Any:
         """The batch of the step that starts after ``t`` steps (``NO_BATCH`` without data)."""
         if self._fn is not None:

@@ -4,6 +4,12 @@ Back-propagation through the unrolled steps ``s_t = Φ_t(s_{t-1}, λ)``; ``trunc
 last τ steps (truncated back-propagation), ``truncate=0`` the direct term ``∂_λE`` alone. Optional
 :class:`DeferredGradient` sinks collect part of ``∂f/∂λ_i`` in a compact form during the backward pass
 and hand it back once; the result is complete either way.
+
+``checkpoint_steps=k`` (or ``"sqrt"``) stores the states only at segment boundaries (every k tracked
+steps) and re-runs each segment with its graph in the backward pass (:mod:`._checkpoint`): memory
+O(T/k · state + k · one step's graph) instead of O(T · graph), for one more forward pass.
+``checkpoint_steps=1`` is Algorithm 2 as written in the paper: every ``s_t`` is stored, no graph, and
+each step's VJP is recomputed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from torch import Tensor
 
 from .._validation import Params, check_positive_int, check_scalar
 from ..dynamics import Dynamics, DynamicsState
+from ._checkpoint import check_checkpoint_steps, checkpointed_gradient
 from ._loop import StopRule, _BatchSource, _grads_or_zeros, _initial_state, _requires_grad_alias, run_steps
 
 _SINK_METHODS = ("__enter__", "__exit__", "gradient")
@@ -76,15 +83,22 @@ def reverse_hypergradient(
     stop: StopRule | None,
     options: Mapping[str, Any],
 ) -> tuple[Params, DynamicsState]:
-    """Algorithm 2 (options ``truncate``, ``deferred_grads``), with the deferred parts added back."""
+    """Algorithm 2 (options ``truncate``, ``deferred_grads``, ``checkpoint_steps``), with the deferred parts
+    added back."""
     truncate = check_positive_int(options.get("truncate", T), "truncate", minimum=0)
     if truncate > T:
         raise ValueError(f"truncate={truncate} exceeds T={T}: choose 0 <= truncate <= T.")
+    segment = check_checkpoint_steps(options.get("checkpoint_steps"), T, truncate)
     sinks = check_deferred_grads(options.get("deferred_grads"), len(hparams))
     with ExitStack() as stack:
         for sink in sinks.values():
             stack.enter_context(sink)
-        grads, state = _unrolled_gradient(params0, hparams, dynamics, outer, T, truncate, batches, stop)
+        if segment is None:
+            grads, state = _unrolled_gradient(params0, hparams, dynamics, outer, T, truncate, batches, stop)
+        else:
+            grads, state = checkpointed_gradient(
+                params0, hparams, dynamics, outer, T, truncate, segment, batches, stop
+            )
     if sinks:
         grads = tuple(g + _deferred_part(sinks[i], g, i) if i in sinks else g for i, g in enumerate(grads))
     return grads, state
