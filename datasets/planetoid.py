@@ -8,6 +8,7 @@ read with PyG's reader (``torch_geometric.io.read_planetoid_data``), which write
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 import warnings
@@ -210,6 +211,9 @@ def load_planetoid(
     name = _check_name(name)
     graph = check_bool(graph, "graph")
     normalize_features = check_bool(normalize_features, "normalize_features")
+    if isinstance(split, numbers.Integral) and not isinstance(split, bool):
+        raise ValueError(f"split={split!r} reads as the index of a fixed split, but Planetoid has no numbered "
+                         "splits here: use split='public' (Kipf & Welling's) or split='random' with seed=k.")
     if split not in SPLITS:
         raise ValueError(f"split must be 'public' or 'random', got {split!r}.")
     if split == "random":
