@@ -5,8 +5,10 @@ objective ``inner(params, hparams[, batch]) -> scalar``. Optimizer settings (lea
 momentum, Adam's betas) are numbers or functions of the hyperparameters, so they can be tuned.
 
 The inner gradient is taken with :func:`torch.autograd.grad`; with ``create_graph=True`` reverse
-mode differentiates through it, and forward mode passes through it with
-:mod:`torch.autograd.forward_ad` dual tensors (forward-over-reverse).
+mode differentiates through it. Forward mode moves all tangents at once with batched reverse-mode
+products over the same graph (a Hessian-vector product and the update's double VJP); a dynamics that
+overrides ``__call__`` or ``gradient`` is passed through with :mod:`torch.autograd.forward_ad` dual
+tensors instead (forward-over-reverse, one direction at a time).
 
 Example:
     >>> import torch
