@@ -28,6 +28,7 @@ from .graphs import delete_edges, knn_graph
 from .heterophilous import heterophilous_metric, load_geom_gcn, load_heterophilous
 from .omniglot import EpisodeSampler, OmniglotCharacters, load_omniglot, load_omniglot_runs
 from .planetoid import load_planetoid, random_split
+from .synthetic import planted_partition
 from .uci import load_uci, stratified_split
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "load_omniglot_runs",
     "load_planetoid",
     "load_uci",
+    "planted_partition",
     "random_split",
     "stratified_split",
 ]
