@@ -1,13 +1,26 @@
-"""Gradient estimators for discrete (Bernoulli) hyperparameters.
+"""Gradient estimators for discrete (Bernoulli and categorical) hyperparameters.
 
-All three share one interface (:class:`Estimator`): ``sample(probs)`` draws a mask to use in the
-model, and ``surrogate(loss, probs, sample)`` returns a scalar whose gradient with respect to
-``probs`` is the estimator's gradient estimate.
+All share one interface (:class:`Estimator`): ``sample(probs)`` draws a mask to use in the model, and
+``surrogate(loss, probs, sample)`` returns a scalar whose gradient with respect to ``probs`` is the
+estimator's gradient estimate. Estimators with ``num_samples > 1`` draw ``(num_samples, *probs.shape)``
+samples and take one loss per sample (a vector).
+
+Bernoulli ``z ~ Ber(θ)``:
 
 - straight-through (Bengio et al., 2013; LDS, Franceschi et al., 2019): exact 0/1 samples in the
   forward pass, the identity ``∂z/∂θ = 1`` (or a chosen surrogate) in the backward pass;
 - Gumbel-softmax / binary concrete (Jang et al., 2017; Maddison et al., 2017), soft or hard;
-- score function / REINFORCE (Williams, 1992) with a moving-average baseline.
+- score function / REINFORCE (Williams, 1992) with a moving-average baseline;
+- REINFORCE leave-one-out with K samples (Kool et al., 2019), unbiased, each sample's baseline the
+  mean loss of the other K − 1;
+- DisARM (Dong, Mnih & Tucker, 2020, eq. 7), unbiased, an antithetic pair ``[u < θ]``, ``[1 - u < θ]``.
+
+Categorical ``z ~ Cat(π)`` along ``dim`` (one-hot samples; ``π`` sums to 1 along ``dim``):
+
+- :class:`CategoricalStraightThrough`: one-hot forward, ``∂z/∂π = I`` backward (the softmax's
+  Jacobian when ``π = softmax(logits)``);
+- :class:`CategoricalGumbelSoftmax`: ``softmax((log π + g)/τ)``, soft or hard (straight-through);
+- :class:`CategoricalScoreFunction`: ``(f(z) - b) ∇ log π_z`` with a moving-average baseline.
 
 Example:
     >>> import torch
@@ -217,6 +230,29 @@ def relaxed_bernoulli(
     return y
 
 
+def _check_logits(logits: Tensor, name: str = "logits") -> None:
+    """Floating point and free of NaN (``-inf`` is allowed: a category that is never drawn)."""
+    _check_probs(logits, name, unit=False)
+    if bool(torch.isnan(logits.detach()).any()):
+        raise ValueError(
+            f"{name} contains NaN; the categorical distribution is undefined. Check the update that produced "
+            "them (lower the outer learning rate, or clip the logits)."
+        )
+
+
+def _gumbel_softmax(logits: Tensor, u: Tensor, temperature: float, hard: bool, dim: int) -> Tensor:
+    e = _eps(u)
+    g = -torch.log(-torch.log(u.clamp(e, 1 - e)))
+    y = torch.softmax((logits + g) / temperature, dim=dim)
+    if hard:
+        return _one_hot_like(y, y.argmax(dim=dim, keepdim=True), dim) + (y - y.detach())
+    return y
+
+
+def _one_hot_like(x: Tensor, index: Tensor, dim: int) -> Tensor:
+    return torch.zeros_like(x.detach()).scatter_(dim, index, 1.0)
+
+
 def gumbel_softmax(
     logits: Tensor,
     temperature: float,
@@ -224,24 +260,28 @@ def gumbel_softmax(
     *,
     hard: bool = False,
     dim: int = -1,
+    uniforms: Tensor | None = None,
 ) -> Tensor:
-    """Categorical Gumbel-softmax (Jang et al., 2017, eq. 1), soft or hard (straight-through)."""
-    _check_probs(logits, "logits", unit=False)
+    """Categorical Gumbel-softmax (Jang et al., 2017, eq. 1), soft or hard (straight-through).
+
+    ``y = softmax((logits + g)/τ)`` with ``g = -log(-log u)``; ``hard=True`` returns the one-hot argmax
+    in the forward pass with the gradient of ``y``. ``uniforms``: one per logit (fixes the sample).
+    """
+    _check_logits(logits)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
-    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
-    e = _eps(u)
-    g = -torch.log(-torch.log(u.clamp(e, 1 - e)))
-    y = torch.softmax((logits + g) / temperature, dim=dim)
-    if hard:
-        index = y.argmax(dim=dim, keepdim=True)
-        y_hard = torch.zeros_like(y).scatter_(dim, index, 1.0)
-        return y_hard + (y - y.detach())
-    return y
+    u = _uniforms(logits, generator, uniforms)
+    return _gumbel_softmax(logits, u, temperature, hard, dim)
 
 
 class Estimator:
-    """Interface: ``sample`` a mask, then ``surrogate(loss, probs, sample)`` to differentiate."""
+    """Interface: ``sample`` a mask, then ``surrogate(loss, probs, sample)`` to differentiate.
+
+    ``num_samples``: samples per estimate. With more than one, ``sample`` returns them stacked on a new
+    leading axis, and ``surrogate`` takes one loss per sample (a vector of ``num_samples`` losses).
+    """
+
+    num_samples: int = 1
 
     def sample(
         self, probs: Tensor, generator: torch.Generator | None = None, *, uniforms: Tensor | None = None
@@ -307,3 +347,168 @@ class ScoreFunction(Estimator):
                 self.baseline_decay * self.baseline + (1 - self.baseline_decay) * value
             )
         return out
+
+
+def _sample_losses(losses: Tensor, k: int, name: str) -> Tensor:
+    if not isinstance(losses, Tensor) or losses.shape != (k,):
+        got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        raise ValueError(f"{name}.surrogate needs one loss per sample, a tensor of shape ({k},), got {got}.")
+    return losses
+
+
+class LeaveOneOut(Estimator):
+    """REINFORCE leave-one-out with K samples (Kool, van Hoof & Welling, 2019): unbiased for Bernoulli θ.
+
+    ``ĝ = (1/K) Σ_k (f(z_k) - b_k) ∇_θ log p(z_k; θ)`` with ``b_k = (1/(K-1)) Σ_{j≠k} f(z_j)``: each
+    baseline is independent of its own sample, so the estimate is unbiased, and it needs no state.
+    ``sample`` returns ``(K, *θ.shape)`` samples; ``surrogate`` takes the K losses.
+    """
+
+    def __init__(self, num_samples: int = 4) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+            raise ValueError(f"num_samples must be an int >= 2 (one baseline from the others), got {num_samples!r}.")
+        self.num_samples = num_samples
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        _check_probs(probs)
+        shape = (self.num_samples, *probs.shape)
+        if uniforms is None:
+            uniforms = torch.rand(shape, generator=generator, dtype=probs.dtype, device=probs.device)
+        elif tuple(uniforms.shape) != shape:
+            raise ValueError(f"uniforms has shape {tuple(uniforms.shape)} but must have shape {shape}: "
+                             "one uniform per variable and sample.")
+        return (uniforms < probs.detach()).to(probs.dtype)
+
+    def surrogate(self, loss: Tensor, probs: Tensor, sample: Tensor) -> Tensor:
+        k = self.num_samples
+        f = _sample_losses(loss, k, "LeaveOneOut").detach()
+        advantage = (f - (f.sum() - f) / (k - 1)) / k
+        e = _eps(probs)
+        p = probs.clamp(e, 1 - e)
+        z = sample.detach()
+        log_p = (z * torch.log(p) + (1 - z) * torch.log1p(-p)).reshape(k, -1).sum(1)
+        out = (advantage * log_p).sum()
+        return out + loss.mean() if loss.requires_grad else out
+
+
+class DisARM(Estimator):
+    """DisARM (Dong, Mnih & Tucker, 2020, eq. 7): an antithetic pair, unbiased for Bernoulli θ in (0, 1).
+
+    With one uniform ``u`` per variable, ``z = [u < θ]`` and ``z̃ = [1 - u < θ]``; the logit gradient is
+    ``½ (f(z) - f(z̃)) (-1)^{z̃_i} [z_i ≠ z̃_i] σ(|α_i|)``, ``α = logit θ``, and dividing by ``dθ/dα =
+    θ(1-θ)`` gives ``∂/∂θ_i``: ``½ (f(z) - f(z̃)) (-1)^{z̃_i} [z_i ≠ z̃_i] / min(θ_i, 1 - θ_i)``. At θ ∈ {0, 1}
+    the pair agrees and the estimate is 0. ``sample`` returns ``(2, *θ.shape)``; ``surrogate`` the 2 losses.
+    """
+
+    num_samples = 2
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        _check_probs(probs)
+        u = _uniforms(probs, generator, uniforms)
+        p = probs.detach()
+        return torch.stack([(u < p).to(p.dtype), ((1 - u) < p).to(p.dtype)])
+
+    def surrogate(self, loss: Tensor, probs: Tensor, sample: Tensor) -> Tensor:
+        f = _sample_losses(loss, 2, "DisARM").detach()
+        z, z_anti = sample.detach()
+        p = probs.detach()
+        e = _eps(probs)
+        weight = 1.0 / torch.minimum(p, 1 - p).clamp_min(e)
+        g = 0.5 * (f[0] - f[1]) * (1 - 2 * z_anti) * (z != z_anti).to(p.dtype) * weight
+        out = (g * probs).sum()
+        return out + loss.mean() if loss.requires_grad else out
+
+
+def check_categorical_probs(probs: Tensor, dim: int = -1, name: str = "probs") -> None:
+    """Probabilities of a categorical along ``dim``: floating, no NaN, in [0, 1], summing to 1 (one pass)."""
+    _check_probs(probs, name, unit=False)
+    if probs.dim() == 0:
+        raise ValueError(f"{name} must have a category axis (dim={dim}), got a scalar.")
+    p = probs.detach()
+    if bool(torch.isnan(p).any()):
+        raise ValueError(f"{name} contains NaN; map finite logits with torch.softmax(logits, dim={dim}).")
+    _check_probs(p, name)
+    k = p.shape[dim]
+    sums = p.sum(dim)
+    tol = 10.0 * k * float(torch.finfo(p.dtype).eps)
+    lo, hi = (float(x) for x in torch.aminmax(sums)) if sums.numel() else (1.0, 1.0)
+    if not (abs(lo - 1) <= tol and abs(hi - 1) <= tol):
+        raise ValueError(
+            f"{name} must sum to 1 along dim={dim} (one distribution over {k} categories per slice), got sums "
+            f"in [{lo:.6g}, {hi:.6g}]; map logits with torch.softmax(logits, dim={dim}), or normalise with "
+            f"{name} / {name}.sum({dim}, keepdim=True)."
+        )
+
+
+def categorical_sample(
+    probs: Tensor, generator: torch.Generator | None = None, *, dim: int = -1, uniforms: Tensor | None = None
+) -> Tensor:
+    """One-hot samples ``z ~ Cat(π)`` along ``dim`` by inversion: category ``min{k : Σ_{j≤k} π_j > u}``.
+
+    ``uniforms``: one per distribution, the shape of ``probs`` without ``dim`` (fixes the sample).
+    """
+    check_categorical_probs(probs, dim)
+    return _categorical(probs, generator, uniforms, dim)
+
+
+def _categorical(probs: Tensor, generator: torch.Generator | None, uniforms: Tensor | None, dim: int) -> Tensor:
+    p = probs.detach()
+    dim = dim % p.dim()
+    shape = tuple(s for i, s in enumerate(p.shape) if i != dim)
+    if uniforms is None:
+        uniforms = torch.rand(shape, generator=generator, dtype=p.dtype, device=p.device)
+    elif tuple(uniforms.shape) != shape:
+        raise ValueError(f"uniforms has shape {tuple(uniforms.shape)} but must have shape {shape}: one uniform "
+                         f"per distribution (probs' shape without dim={dim}).")
+    index = (p.cumsum(dim) <= uniforms.unsqueeze(dim)).sum(dim, keepdim=True).clamp_max(p.shape[dim] - 1)
+    return _one_hot_like(p, index, dim)
+
+
+class CategoricalStraightThrough(Estimator):
+    """Categorical straight-through: one-hot ``z ~ Cat(π)`` forward, ``∂z/∂π = I`` backward.
+
+    With ``π = softmax(logits)`` the gradient reaching the logits is the softmax's Jacobian (Bengio et
+    al., 2013; Jang et al., 2017, Sec. 2.2). ``uniforms``: one per distribution.
+    """
+
+    def __init__(self, dim: int = -1) -> None:
+        self.dim = int(dim)
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        check_categorical_probs(probs, self.dim)
+        return _categorical(probs, generator, uniforms, self.dim) + (probs - probs.detach())
+
+
+class CategoricalGumbelSoftmax(Estimator):
+    """Gumbel-softmax on ``π`` (Jang et al., 2017, eq. 1): ``softmax((log π + g)/τ)``; ``hard=True`` for
+    the one-hot argmax forward with the relaxed gradient (straight-through Gumbel). ``uniforms``: one per
+    category."""
+
+    def __init__(self, temperature: float = 0.5, hard: bool = False, dim: int = -1) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.temperature, self.hard, self.dim = float(temperature), bool(hard), int(dim)
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        check_categorical_probs(probs, self.dim)
+        u = _uniforms(probs, generator, uniforms)
+        logits = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
+        return _gumbel_softmax(logits, u, self.temperature, self.hard, self.dim)
+
+
+class CategoricalScoreFunction(ScoreFunction):
+    """Score function for categorical ``z ~ Cat(π)``: ``(f(z) - b) ∇_π log π_z``, ``log π_z = Σ z log π``,
+    with :class:`ScoreFunction`'s moving-average baseline. Unbiased along the simplex, e.g. for the logits
+    of ``π = softmax(logits)``; in ``π`` itself the baseline adds ``b`` times a vector of ones per
+    distribution (a direction that leaves the simplex). ``uniforms``: one per distribution."""
+
+    def __init__(self, baseline_decay: float = 0.9, dim: int = -1) -> None:
+        super().__init__(baseline_decay)
+        self.dim = int(dim)
+
+    def sample(self, probs, generator=None, *, uniforms=None):
+        return categorical_sample(probs, generator, dim=self.dim, uniforms=uniforms)
+
+    def log_prob(self, probs: Tensor, sample: Tensor) -> Tensor:
+        check_categorical_probs(probs, self.dim)
+        return (sample * torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))).sum()
