@@ -11,6 +11,7 @@ Example:
 from .baselines import GCNBaseline, label_propagation
 from .edges import EdgeDistribution
 from .model import LDS
+from .sklearn import KNNLDSClassifier
 
-__all__ = ["LDS", "EdgeDistribution", "GCNBaseline", "label_propagation"]
+__all__ = ["LDS", "EdgeDistribution", "GCNBaseline", "KNNLDSClassifier", "label_propagation"]
 __version__ = "0.1.0"
