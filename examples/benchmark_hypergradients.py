@@ -9,8 +9,16 @@ cross-entropy on another 1000 clean examples. Three hyperparameter sets:
   (L2 on the first-layer weights of the group);
 - ``m = 1000`` one loss weight σ(λᵢ) per training example, plain gradient descent with a fixed η.
 
+A fourth workload, ``small`` (issue 27): softmax regression on 600 examples (d = 100, 10 classes), 10
+weight decays (one per group of 10 features), 100 gradient-descent steps, where per-step overhead
+dominates; it runs at T = 100 only.
+
 Methods (each against ``plain``, the same T inner steps of our dynamics without any graph):
-``reverse``; ``reverse_t10`` (truncate=10); ``forward`` (m ∈ {1, 10} at T < max T, m = 1 at every T);
+``reverse``; ``reverse_ckpt`` (``checkpoint_steps="sqrt"``); ``reverse_ckpt1`` (``checkpoint_steps=1``:
+states only, Algorithm 2 as written, at the largest T); ``reverse_t10`` (truncate=10); ``forward``
+(batched tangents; m ∈ {1, 10} at T < max T, m = 1 at every T); ``forward_dual`` (one dual-tensor pass
+per direction, forward mode before batching, at the smallest T); ``hand_reverse`` (a hand-written
+autograd unroll, on ``small``);
 ``cg`` (m = 10: only the 8 weight decays get a gradient, the lr and momentum components are 0 by
 construction; m = 1000), K = 20 iterations; ``higher`` and ``torchopt``: the same reverse hypergradient
 with those libraries (differentiable SGD with tensor lr/momentum), checked against ours. ``plain_torch``
@@ -60,11 +68,13 @@ from runner import PeakRSS, proc_status_kb  # noqa: E402
 
 FULL = {"sizes": {"n": 1000, "d": 100, "h": 1000, "c": 10}, "Ts": [10, 100, 1000]}
 QUICK = {"sizes": {"n": 100, "d": 20, "h": 80, "c": 10}, "Ts": [5, 20]}
-KINDS = ("lr", "lr_mom_wd", "example_weights")  # m = 1, 10, n
+KINDS = ("lr", "lr_mom_wd", "example_weights", "small")  # m = 1, 10, n; and the small problem (m = 10)
 GROUPS = 8  # weight-decay groups of hidden units
+SMALL = {"n": 600, "d": 100, "c": 10, "m": 10, "T": 100}  # softmax regression, 10 weight decays, 100 GD steps
 CG_K = 20
 TRUNCATE = 10
-ORDER = ("plain", "plain_torch", "reverse", "reverse_t10", "forward", "cg", "higher", "torchopt")
+ORDER = ("plain", "plain_torch", "hand_reverse", "reverse", "reverse_ckpt", "reverse_ckpt1", "reverse_t10",
+         "forward", "forward_dual", "cg", "higher", "torchopt")
 
 
 # ----------------------------------------------------------------------------- the problem
@@ -84,7 +94,34 @@ class Problem:
 
 
 def num_hparams(kind: str, sizes: dict[str, int]) -> int:
-    return {"lr": 1, "lr_mom_wd": 2 + GROUPS, "example_weights": sizes["n"]}[kind]
+    return {"lr": 1, "lr_mom_wd": 2 + GROUPS, "example_weights": sizes["n"], "small": SMALL["m"]}[kind]
+
+
+def build_small(seed: int = 0) -> Problem:
+    """The small problem: softmax regression on 600 examples, 10 weight decays (one per group of 10
+    features), 100 steps of gradient descent, as a user would write it (per-step overhead dominates)."""
+    import torch
+    import torch.nn.functional as F
+
+    from bilevel_core import GradientDescent
+
+    g = torch.Generator().manual_seed(seed)
+    n, d, c, m = SMALL["n"], SMALL["d"], SMALL["c"], SMALL["m"]
+    teacher = torch.randn(d, c, generator=g)
+    X, Xv = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    y, yv = (X @ teacher).argmax(1), (Xv @ teacher).argmax(1)
+    group = torch.arange(d) * m // d
+    params0 = (torch.zeros(d, c), torch.zeros(c))
+
+    def inner(p, hp):
+        wd = torch.exp(hp[0])[group]
+        return F.cross_entropy(X @ p[0] + p[1], y) + 0.5 * (wd[:, None] * p[0] * p[0]).sum()
+
+    def outer(p, hp):
+        return F.cross_entropy(Xv @ p[0] + p[1], yv)
+
+    dyn = GradientDescent(inner, lr=0.5)
+    return Problem("small", m, params0, (torch.full((m,), -4.0),), dyn, inner, outer, 0.5, None)
 
 
 def build(kind: str, sizes: dict[str, int], seed: int = 0) -> Problem:
@@ -93,6 +130,8 @@ def build(kind: str, sizes: dict[str, int], seed: int = 0) -> Problem:
 
     from bilevel_core import GradientDescent, Momentum
 
+    if kind == "small":
+        return build_small(seed)
     g = torch.Generator().manual_seed(seed)
     n, d, h, c = sizes["n"], sizes["d"], sizes["h"], sizes["c"]
     teacher = torch.randn(d, c, generator=g)
@@ -178,6 +217,36 @@ def run_plain_torch(prob: Problem, T: int) -> None:
                     p.sub_(v, alpha=lr)
 
 
+def run_hand_reverse(prob: Problem, T: int):
+    """A hand-written differentiable unroll with plain autograd (``create_graph``), the reference for the
+    overhead of our reverse mode."""
+    import torch
+
+    hp = tuple(h.detach().clone().requires_grad_(True) for h in prob.hparams)
+    lr = _setting(prob.lr, hp)
+    mu = None if prob.momentum is None else _setting(prob.momentum, hp)
+    params = [p.clone().requires_grad_(True) for p in prob.params0]
+    vel = [torch.zeros_like(p) for p in params]
+    for _ in range(T):
+        grads = torch.autograd.grad(prob.inner(params, hp), params, create_graph=True)
+        if mu is None:
+            params = [p - lr * g for p, g in zip(params, grads)]
+        else:
+            vel = [mu * v + g for v, g in zip(vel, grads)]
+            params = [p - lr * v for p, v in zip(params, vel)]
+    return torch.autograd.grad(prob.outer(params, hp), hp, allow_unused=True)
+
+
+def run_forward_dual(prob: Problem, T: int):
+    """Forward mode as before batching: one dual-tensor (forward-over-reverse) pass per direction."""
+    from bilevel_core.hypergradient import forward as fwd
+    from bilevel_core.hypergradient._loop import _BatchSource, run_steps
+
+    carry = fwd._DualTangents(prob.params0, prob.hparams, prob.dynamics)
+    state = run_steps(carry.state0, T, carry.step, _BatchSource(None), None)
+    return carry.outer(prob.outer, state)[0]
+
+
 def run_ours(prob: Problem, method: str, T: int):
     from bilevel_core import hypergradient
 
@@ -185,6 +254,10 @@ def run_ours(prob: Problem, method: str, T: int):
     name = method
     if method == "reverse_t10":
         name, options = "reverse", {"truncate": min(TRUNCATE, T)}
+    elif method == "reverse_ckpt":
+        name, options = "reverse", {"checkpoint_steps": "sqrt"}
+    elif method == "reverse_ckpt1":
+        name, options = "reverse", {"checkpoint_steps": 1}
     elif method == "cg":
         options = {"K": CG_K, "tol": 1e-10}
     return hypergradient(prob.params0, prob.hparams, prob.dynamics, prob.outer, T, method=name, **options)
@@ -194,16 +267,16 @@ def run_higher(prob: Problem, T: int):
     import higher
     import torch
 
-    class MLP(torch.nn.Module):  # our parameter layout (W1, b1, W2, b2), so that ``inner`` applies as is
+    class Holder(torch.nn.Module):  # our parameter layout, in order, so that ``inner`` applies to fast_params
         def __init__(self, params0):
             super().__init__()
-            self.W1, self.b1, self.W2, self.b2 = (torch.nn.Parameter(p.clone()) for p in params0)
+            self.ps = torch.nn.ParameterList([torch.nn.Parameter(p.clone()) for p in params0])
 
-        def forward(self, x):
-            return torch.relu(x @ self.W1 + self.b1) @ self.W2 + self.b2
+        def forward(self, x):  # unused: the objectives read fmodel.fast_params
+            raise NotImplementedError
 
     hp = tuple(h.detach().clone().requires_grad_(True) for h in prob.hparams)
-    model = MLP(prob.params0)
+    model = Holder(prob.params0)
     mu = 0.0 if prob.momentum is None else prob.momentum
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5 if callable(mu) else mu)
     override = {"lr": [_setting(prob.lr, hp)]}
@@ -236,6 +309,10 @@ def run_method(prob: Problem, method: str, T: int):
         return run_plain(prob, T)
     if method == "plain_torch":
         return run_plain_torch(prob, T)
+    if method == "hand_reverse":
+        return run_hand_reverse(prob, T)
+    if method == "forward_dual":
+        return run_forward_dual(prob, T)
     if method == "higher":
         return run_higher(prob, T)
     if method == "torchopt":
@@ -244,9 +321,18 @@ def run_method(prob: Problem, method: str, T: int):
 
 
 def methods_for(kind: str, T: int, Ts: list[int]) -> list[str]:
-    out = ["plain", "plain_torch", "reverse", "reverse_t10"]
+    if kind == "small":  # at T = 100 only (the last T of --quick)
+        if T != (SMALL["T"] if max(Ts) > SMALL["T"] else max(Ts)):
+            return []
+        return ["plain", "plain_torch", "hand_reverse", "reverse", "reverse_ckpt", "forward", "forward_dual",
+                "higher", "torchopt"]
+    out = ["plain", "plain_torch", "reverse", "reverse_ckpt", "reverse_t10"]
+    if T >= max(Ts):
+        out.insert(4, "reverse_ckpt1")  # states only (Algorithm 2 as written): where memory matters
     if kind == "lr" or (kind == "lr_mom_wd" and T < max(Ts)):
         out.append("forward")
+    if kind in ("lr", "lr_mom_wd") and T == min(Ts):
+        out.append("forward_dual")
     if kind in ("lr_mom_wd", "example_weights"):
         out.append("cg")
     if kind == "example_weights" or T < max(Ts):  # at the largest T (~11 GB each) only for m = n
@@ -355,6 +441,58 @@ def timing_worker(task: dict[str, Any], queue: Any) -> None:
     queue.put(res)
 
 
+def order_worker(task: dict[str, Any], queue: Any) -> None:
+    """Methods run one after another in one process, in a given order: wall, user and system CPU time, minor
+    page faults and peak RSS of each (the TorchOpt gap at T = 1000 of issue 27)."""
+    prob = _setup_worker(task)
+    for k in dict.fromkeys(task["order"]):
+        _timed(build(task["kind"], QUICK["sizes"]), k, 2, task["time_cap"])
+    out = []
+    for k in task["order"]:
+        gc.collect()
+        mem = PeakRSS()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        wall, _ = _timed(prob, k, task["T"], task["time_cap"])
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        out.append({"method": k, "wall_s": round(wall, 2), "user_s": round(r1.ru_utime - r0.ru_utime, 2),
+                    "sys_s": round(r1.ru_stime - r0.ru_stime, 2), "minor_faults": r1.ru_minflt - r0.ru_minflt,
+                    "peak_mem_MB": mem.mb(), "loadavg_1min": round(os.getloadavg()[0], 2)})
+    queue.put({"status": "ok", "runs": out})
+
+
+def order_study(cfg: dict[str, Any], out: str, ctx: Any, kind: str, T: int, orders: list[list[str]]) -> str:
+    """Run ``order_worker`` once per order (a fresh process each); append to ``order_study.jsonl`` and
+    write ``order_study.md``."""
+    path = os.path.join(out, "order_study.jsonl")
+    for order in orders:
+        task = {"kind": kind, "T": T, "sizes": cfg["sizes"], "threads": cfg["threads"],
+                "mem_cap_gb": cfg["mem_cap_gb"], "time_cap": cfg["time_cap"], "order": order}
+        res = run_in_process(order_worker, task, cfg["time_cap"] * (len(order) + 1) + 300, ctx)
+        rec = {"kind": kind, "T": T, "order": order, "sizes": cfg["sizes"], "threads": cfg["threads"],
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **res}
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec), flush=True)
+    lines = ["# Order study: the same methods in one process, in different orders", "",
+             "Each row is one run; runs of one order share a fresh process. user/sys: CPU seconds of the "
+             "process during the run; minor faults: pages first touched (each costs kernel time to zero).", "",
+             "| m | T | order | position | method | wall (s) | user (s) | sys (s) | minor faults | peak RSS (MB) "
+             "| load |",
+             "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            m = num_hparams(rec["kind"], rec["sizes"])
+            for i, r in enumerate(rec.get("runs", [])):
+                lines.append(f"| {m} | {rec['T']} | {' → '.join(rec['order'])} | {i + 1} | {r['method']} | "
+                             f"{r['wall_s']} | {r['user_s']} | {r['sys_s']} | {r['minor_faults']} | "
+                             f"{r['peak_mem_MB']} | {r['loadavg_1min']} |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "order_study.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return text
+
+
 def run_in_process(target: Callable, task: dict[str, Any], timeout: float, ctx: Any) -> dict[str, Any]:
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(task, queue))
@@ -409,10 +547,14 @@ class JsonLines:
 
 
 def target_of(method: str, m: int) -> float | None:
+    """Targets in × plain: issue 8 (reverse ≤ 3, forward ≤ 3m + 2) and issue 27 (checkpointed reverse
+    ≤ 3.5 with ≤ 1 GB at the largest T; forward with m = 10 ≤ 12)."""
     if method in ("reverse", "reverse_t10"):
         return 3.0
+    if method in ("reverse_ckpt", "reverse_ckpt1"):
+        return 3.5
     if method == "forward":
-        return 3.0 * m + 2.0
+        return 12.0 if m == 10 else 3.0 * m + 2.0
     return None
 
 
@@ -505,10 +647,21 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
                     continue
                 target = ""
                 if "target_ratio" in r:
-                    target = f"≤ {r['target_ratio']:g}: " + ("met" if r["target_met"] else "**missed**")
-                    if k in ("reverse", "forward"):
-                        verdicts.append(f"- {k}, m = {m}, T = {T}: {r['ratio_to_plain']:.2f}× plain, target "
-                                        f"≤ {r['target_ratio']:g}× " + ("met" if r["target_met"] else "missed"))
+                    met = r["target_met"]
+                    mem_note = ""
+                    if k in ("reverse_ckpt", "reverse_ckpt1") and T >= max(cfg["Ts"]):
+                        mem_ok = r.get("peak_mem_MB") is not None and r["peak_mem_MB"] <= 1024
+                        met = met and mem_ok
+                        mem_note = f", peak {_fmt(r.get('peak_mem_MB'), '.0f')} MB ≤ 1024"
+                    target = f"≤ {r['target_ratio']:g}{mem_note}: " + ("met" if met else "**missed**")
+                    if k in ("reverse", "forward", "reverse_ckpt", "reverse_ckpt1"):
+                        verdicts.append(f"- {k}, m = {m}, T = {T}: {r['ratio_to_plain']:.2f}× plain{mem_note}, "
+                                        f"target ≤ {r['target_ratio']:g}× " + ("met" if met else "missed"))
+                hand = recs.get((kind, T, "hand_reverse"), {})
+                if k == "reverse" and hand.get("time_s") and r.get("time_s"):
+                    q = r["time_s"] / hand["time_s"]
+                    verdicts.append(f"- reverse vs a hand-written autograd unroll, m = {m}, T = {T}: {q:.2f}×, "
+                                    f"target ≤ 1.2× " + ("met" if q <= 1.2 else "missed"))
                 ours = recs.get((kind, T, "reverse"), {})
                 if k in ("higher", "torchopt"):
                     if r.get("time_s") and ours.get("time_s"):
@@ -528,7 +681,8 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
     flat = []
     for kind in ("lr", "lr_mom_wd"):
         mems = [(T, recs[(kind, T, "forward")].get("peak_mem_MB")) for T in cfg["Ts"]
-                if (kind, T, "forward") in recs and recs[(kind, T, "forward")].get("status") == "ok"]
+                if (kind, T, "forward") in recs and recs[(kind, T, "forward")].get("status") == "ok"
+                and recs[(kind, T, "forward")].get("peak_mem_MB") is not None]
         if len(mems) >= 2:
             m = num_hparams(kind, cfg["sizes"])
             desc = ", ".join(f"T = {T}: {v:.1f} MB" for T, v in mems)
@@ -577,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun cases already recorded")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md from the records")
     p.add_argument("--start-method", default="forkserver", choices=["forkserver", "spawn"])
+    p.add_argument("--order-study", action="store_true",
+                   help="instead of the table: reverse and torchopt at the largest T, m = n, in both orders "
+                        "in one process each (wall, CPU and page faults; issue 27)")
     args = p.parse_args(argv)
     base = QUICK if args.quick else FULL
     cfg = {"sizes": base["sizes"], "Ts": base["Ts"], "threads": args.threads, "repeats": args.repeats,
@@ -585,6 +742,11 @@ def main(argv: list[str] | None = None) -> int:
     out = os.path.join(args.out, "quick") if args.quick else args.out
     cases = JsonLines(os.path.join(out, "cases.jsonl"))
     memory = JsonLines(os.path.join(out, "memory.jsonl"))
+    if args.order_study:
+        ctx = mp.get_context(args.start_method)
+        orders = [["reverse", "torchopt", "reverse"], ["torchopt", "reverse", "torchopt"]]
+        print(order_study(cfg, out, ctx, "example_weights", max(cfg["Ts"]), orders))
+        return 0
     if not args.report_only:
         ctx = mp.get_context(args.start_method)
         if args.start_method == "forkserver":
