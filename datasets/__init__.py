@@ -24,6 +24,7 @@ Geom-GCN text files). A data directory is only read, never written; processed da
 """
 
 from ._paths import ENV_VAR, cache_root, data_root
+from .files import load_graph, load_graph_csv, load_graph_npz, split_labelled
 from .graphs import delete_edges, knn_graph
 from .heterophilous import heterophilous_metric, load_geom_gcn, load_heterophilous
 from .omniglot import EpisodeSampler, OmniglotCharacters, load_omniglot, load_omniglot_runs
@@ -42,11 +43,15 @@ __all__ = [
     "knn_graph",
     "load_geom_gcn",
     "load_heterophilous",
+    "load_graph",
+    "load_graph_csv",
+    "load_graph_npz",
     "load_omniglot",
     "load_omniglot_runs",
     "load_planetoid",
     "load_uci",
     "planted_partition",
     "random_split",
+    "split_labelled",
     "stratified_split",
 ]

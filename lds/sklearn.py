@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -29,9 +28,11 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from lds.datasets import split_labelled
+
 from .model import LDS, SEED_LIMIT
 
-__all__ = ["KNNLDSClassifier"]
+__all__ = ["KNNLDSClassifier", "split_labelled"]
 
 
 def _unlabelled(y: np.ndarray) -> np.ndarray:
@@ -42,39 +43,6 @@ def _unlabelled(y: np.ndarray) -> np.ndarray:
         return np.array([isinstance(v, numbers.Number) and not isinstance(v, bool) and v == -1 for v in y],
                         dtype=bool)
     return np.asarray(y == -1, dtype=bool)
-
-
-def split_labelled(codes: np.ndarray, labelled: np.ndarray, validation_fraction: float, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, stratified split of the labelled rows into (inner training rows, validation rows), as boolean masks.
-
-    Per class, ``round(validation_fraction · n_c)`` rows go to validation, but at least one stays in training;
-    if that leaves fewer than 2 validation rows (LDS needs two halves), rows move from the classes with the most
-    training rows.
-    """
-    rng = np.random.default_rng(seed)
-    train = np.zeros(len(codes), dtype=bool)
-    val = np.zeros(len(codes), dtype=bool)
-    spare: list[np.ndarray] = []  # per class, its training rows beyond the first (may move to validation)
-    for c in np.unique(codes[labelled]):
-        rows = rng.permutation(np.flatnonzero(labelled & (codes == c)))
-        n_val = min(int(math.floor(validation_fraction * rows.size + 0.5)), rows.size - 1)
-        val[rows[:n_val]] = True
-        train[rows[n_val:]] = True
-        spare.append(rows[n_val + 1:])
-    while val.sum() < 2:
-        biggest = max(range(len(spare)), key=lambda i: spare[i].size)
-        if spare[biggest].size == 0:
-            num_classes = len(spare)
-            raise ValueError(
-                f"KNNLDSClassifier needs at least {num_classes + 2} labelled rows (y != -1) for {num_classes} classes: "
-                f"one per class to train on and two for the validation halves LDS fits its graph and early-stops on; "
-                f"got {int(labelled.sum())}. Label more rows."
-            )
-        val[spare[biggest][-1]] = True
-        train[spare[biggest][-1]] = False
-        spare[biggest] = spare[biggest][:-1]
-    return train, val
 
 
 class KNNLDSClassifier(ClassifierMixin, BaseEstimator):
@@ -230,7 +198,10 @@ class KNNLDSClassifier(ClassifierMixin, BaseEstimator):
                              "least 2 classes (y == -1 marks the unlabelled rows).")
         codes = np.full(len(y), -1, dtype=np.int64)
         codes[labelled] = np.searchsorted(classes, y[labelled])
-        train, val = split_labelled(codes, labelled, float(self.validation_fraction), int(self.random_state))
+        try:
+            train, val = split_labelled(codes, labelled, float(self.validation_fraction), int(self.random_state))
+        except ValueError as exc:
+            raise ValueError(f"y (-1 = unlabelled): {exc}") from None
         n = X.shape[0]
         if self.normalize_features == "auto":
             self.normalize_features_ = bool((X >= 0).all())

@@ -131,3 +131,94 @@ def test_cli_defaults_are_the_estimators_defaults():
                  "max_inner_steps", "candidates", "k", "metric"):
         assert getattr(args, name) == defaults[name], name
     assert args.fixed_inner_lr is (not defaults["learn_inner_lr"]) and args.dense is (not defaults["sampling"])
+
+
+def test_no_arguments_runs_breast_cancer_and_says_which_setting_ran(capsys):
+    """The first result: no --dataset means scikit-learn's breast cancer (no download), on all pairs."""
+    code, out, err = run_main(TINY, capsys)
+    assert code == 0, err
+    assert "dataset: breast_cancer  nodes: 569" in out
+    assert "setting: kNN-LDS, all 161,596 node pairs (the paper's setting)" in out
+    assert 0.5 < printed_test_accuracy(out) <= 1.0
+
+
+def _user_graph(folder: Path):
+    """A 3-class graph in three formats: .npz with edges, .npz with edge_index and masks, a CSV pair."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 30
+    y = np.repeat([0, 1, 2], 10)
+    x = rng.normal(size=(n, 4)) + 2 * y[:, None]
+    y_semi = np.where(rng.random(n) < 0.6, y, -1)
+    y_semi[[0, 1, 10, 11, 20, 21]] = [0, 0, 1, 1, 2, 2]
+    edges = np.array([[i, j] for i in range(n) for j in range(i + 1, n) if y[i] == y[j] and (i * j) % 4 == 1])
+    np.savez(folder / "edges.npz", x=x, y=y_semi, edges=edges)
+    labelled = np.flatnonzero(y_semi >= 0)
+    masks = {name: np.isin(np.arange(n), labelled[i::3]) for i, name in enumerate(("train_mask", "val_mask",
+                                                                                   "test_mask"))}
+    np.savez(folder / "masks.npz", x=x, y=y_semi, edge_index=edges.T, **masks)
+    ids = [f"node{i}" for i in range(n)]
+    with open(folder / "nodes.csv", "w", encoding="utf-8") as fh:
+        fh.write("id,a,b,c,d,label\n")
+        for i in range(n):
+            fh.write(",".join([ids[i], *map(str, x[i]), str(y_semi[i])]) + "\n")
+    with open(folder / "edges.csv", "w", encoding="utf-8") as fh:
+        fh.writelines(f"{ids[i]},{ids[j]}\n" for i, j in edges)
+    return n, ids
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npz_masks", "csv"])
+def test_user_graph_writes_predictions_edges_model_and_summary(fmt, tmp_path, capsys):
+    """``--data``/``--features --edges`` with ``--out``: every output file is there, consistent with the model."""
+    import csv
+    import json
+
+    import torch
+    from lds.datasets import load_graph
+
+    from lds import LDS
+    from lds.export import learned_pairs
+
+    n, ids = _user_graph(tmp_path)
+    source = {"npz": ["--data", str(tmp_path / "edges.npz")],
+              "npz_masks": ["--data", str(tmp_path / "masks.npz")],
+              "csv": ["--features", str(tmp_path / "nodes.csv"), "--edges", str(tmp_path / "edges.csv")]}[fmt]
+    out_dir = tmp_path / "out"
+    code, out, err = run_main([*source, *TINY[:-1], "--out", str(out_dir), "--min-prob", "0.05"], capsys)
+    assert code == 0, err
+    assert "setting: LDS, all 435 node pairs" in out
+    model = LDS.load(out_dir / "model.pt")
+    data = load_graph(tmp_path / {"npz": "edges.npz", "npz_masks": "masks.npz", "csv": "nodes.csv"}[fmt],
+                      edges=tmp_path / "edges.csv" if fmt == "csv" else None, seed=0)
+    node_ids = ids if fmt == "csv" else [str(i) for i in range(n)]
+    with open(out_dir / "predictions.csv", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["node_id", "predicted_class", "prob_0", "prob_1", "prob_2"] and len(rows) == n + 1
+    assert [r[0] for r in rows[1:]] == node_ids
+    proba = torch.tensor([[float(v) for v in r[2:]] for r in rows[1:]], dtype=torch.float64)
+    torch.testing.assert_close(proba, model.predict_proba(data).double(), atol=1e-5, rtol=0)
+    assert [int(r[1]) for r in rows[1:]] == proba.argmax(1).tolist()
+    with open(out_dir / "learned_edges.csv", encoding="utf-8") as fh:
+        edges = list(csv.reader(fh))
+    pairs, probs, _ = learned_pairs(model, 0.05)
+    assert edges[0] == ["i", "j", "theta"] and len(edges) - 1 == probs.numel() > 0
+    assert all(float(t) > 0.05 and i in node_ids and j in node_ids for i, j, t in edges[1:])
+    summary = json.loads((out_dir / "summary.json").read_text())
+    expected = {"train", "val", "test"} if fmt == "npz_masks" else {"train", "val"}
+    assert set(summary["accuracy"]) == expected and summary["nodes"] == n and summary["min_prob"] == 0.05
+    assert summary["expected_edges"] == pytest.approx(model.distribution_.expected_num_edges())
+    assert ("test accuracy:" in out) == (fmt == "npz_masks")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--data", "graph.pt"], "graph.pt: pickled files are not accepted"),
+    (["--data", "g.npz", "--dataset", "wine"], "--dataset names a benchmark"),
+    (["--dataset", "wine", "--edges", "e.csv"], "--edges goes with --features"),
+    (["--features", "nodes.npz"], "expected a .csv file"),
+    (["--data", "missing.npz"], "missing.npz: no such file"),
+    (["--dataset", "wine", "--min-prob", "2"], "--min-prob must be in"),
+])
+def test_user_data_errors_are_one_line(argv, match, capsys):
+    code, _, err = run_main([*argv, *TINY], capsys)
+    assert code == 2 and match in err and err.count("\n") == 1, err
