@@ -31,7 +31,8 @@ setup(
         "pillow>=9.0",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "mypy>=1.8"],
+        "dev": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "mypy>=1.8", "matplotlib>=3.6"],
+        "plot": ["matplotlib>=3.6"],
         "bench": ["higher>=0.2", "torchopt>=0.7", "matplotlib>=3.6"],
         "scatter": ["torch-scatter>=2.1"],
     },

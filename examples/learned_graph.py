@@ -13,8 +13,8 @@ iteration (``LDS.fit(callback=...)``) it records the mean edge probability θ ov
   label is unknown (the rest).
 
 Labels of test nodes are used only for this analysis, never by the fit. At the end: histograms of the
-learned θ of same-class against different-class pairs, and the fraction of probability mass on
-same-class pairs (initial and learned).
+learned θ of same-class against different-class pairs and the degree distribution (``lds.plot``), and the
+fraction of probability mass on same-class pairs (initial and learned).
 
     LDS_DATA_DIR=../shared/data python examples/learned_graph.py              # one Cora fit
     LDS_DATA_DIR=../shared/data python examples/learned_graph.py --quick      # tiny budget
@@ -178,12 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"- {name} node {v}: {vals}")
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
-    _plots(trace, theta, groups, examples, out)
+    _plots(trace, model, y, groups, examples, out)
     print("\n".join(lines))
     return 0
 
 
-def _plots(trace, theta, groups, examples, out) -> None:
+def _plots(trace, model, labels, groups, examples, out) -> None:
     plt = pyplot()
     if plt is None:
         return
@@ -200,15 +200,9 @@ def _plots(trace, theta, groups, examples, out) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(out, "evolution.png"), dpi=120)
     plt.close(fig)
-    same = groups["same"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    bins = [i / 20 for i in range(21)]
-    for label, m in (("same class", same), ("different class", ~same)):
-        vals = theta[m & (theta > 0)]
-        ax.hist(vals.numpy(), bins=bins, alpha=0.6, label=f"{label} ({int(vals.numel())} pairs with θ > 0)")
-    ax.set(xlabel="learned θ", ylabel="pairs", yscale="log", title="learned edge probabilities (θ > 0)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    from lds.plot import plot_learned_graph
+
+    fig = plot_learned_graph(model, labels)  # lds.plot: degree distribution, θ by same / other class
     fig.savefig(os.path.join(out, "histograms.png"), dpi=120)
     plt.close(fig)
 
