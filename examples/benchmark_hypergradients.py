@@ -73,6 +73,10 @@ GROUPS = 8  # weight-decay groups of hidden units
 SMALL = {"n": 600, "d": 100, "c": 10, "m": 10, "T": 100}  # softmax regression, 10 weight decays, 100 GD steps
 CG_K = 20
 TRUNCATE = 10
+# glibc serves allocations above 32 MB (and, until its threshold adapts, above 128 kB) with fresh mmap pages
+# and unmaps them on free, so a run that allocates and frees large tensors every step pays a page fault per
+# 4 kB page in kernel time; these tunables keep freed memory in the heap for reuse (--glibc-no-mmap)
+GLIBC_NO_MMAP = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 ORDER = ("plain", "plain_torch", "hand_reverse", "reverse", "reverse_ckpt", "reverse_ckpt1", "reverse_t10",
          "forward", "forward_dual", "cg", "higher", "torchopt")
 
@@ -520,8 +524,10 @@ def run_in_process(target: Callable, task: dict[str, Any], timeout: float, ctx: 
 
 
 def case_key(method: str, kind: str, T: int, cfg: dict[str, Any]) -> str:
-    return json.dumps({"method": method, "kind": kind, "T": T, "sizes": cfg["sizes"], "threads": cfg["threads"]},
-                      sort_keys=True)
+    key: dict[str, Any] = {"method": method, "kind": kind, "T": T, "sizes": cfg["sizes"], "threads": cfg["threads"]}
+    if method == "forward":  # issue 27 batched the directions: records of the per-direction pass are not reused
+        key["impl"] = "batched"
+    return json.dumps(key, sort_keys=True)
 
 
 class JsonLines:
@@ -530,6 +536,7 @@ class JsonLines:
     def __init__(self, path: str) -> None:
         self.path = path
         self.records: dict[str, dict[str, Any]] = {}
+        self.history: list[dict[str, Any]] = []  # every record, oldest first (earlier runs of a key too)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
@@ -539,11 +546,26 @@ class JsonLines:
                     except json.JSONDecodeError:
                         continue
                     self.records[rec["key"]] = rec
+                    self.history.append(rec)
 
     def add(self, rec: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
         self.records[rec["key"]] = rec
+        self.history.append(rec)
+
+
+def same_run(history: list[dict[str, Any]], r: dict[str, Any], method: str) -> dict[str, Any]:
+    """The record of ``method`` timed in the same process as ``r`` (its ``run`` token; records written before
+    the token existed share kind, T, sizes, threads and the load read before their process), or ``{}``."""
+    fields = ("kind", "T", "sizes", "threads")
+    for c in reversed(history):
+        if c.get("method") != method or any(c.get(f) != r.get(f) for f in fields):
+            continue
+        if ("run" in r and c.get("run") == r["run"]) or (
+                "run" not in r and "run" not in c and c.get("loadavg_1min") == r.get("loadavg_1min")):
+            return c
+    return {}
 
 
 def target_of(method: str, m: int) -> float | None:
@@ -586,6 +608,7 @@ def run_group(kind: str, T: int, cfg: dict[str, Any], cases: JsonLines, memory: 
     timed = [k for k in methods if mem[k]["status"] == "ok"]
     repeats = cfg["rounds_at_max_T"] if T >= max(cfg["Ts"]) else cfg["repeats"]
     load0 = os.getloadavg()[0]
+    run = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{kind}-{T}"  # one timing process
     t0 = time.perf_counter()
     res = run_in_process(timing_worker, {**base, "methods": timed, "repeats": repeats},
                          hard_timeout * (repeats + 1) * max(len(timed), 1), ctx) if timed else {}
@@ -600,7 +623,7 @@ def run_group(kind: str, T: int, cfg: dict[str, Any], cases: JsonLines, memory: 
     for k in methods:
         r = dict(res.get(k, {})) if k in timed else {"status": mem[k]["status"], "error": mem[k].get("error")}
         rec: dict[str, Any] = {"key": keys[k], "method": k, **base, "repeats": repeats,
-                               "torch": torch.__version__, "loadavg_1min": round(load0, 2),
+                               "torch": torch.__version__, "loadavg_1min": round(load0, 2), "run": run,
                                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         rec["status"] = r.pop("status", "error")
         times = r.pop("times_s", [])
@@ -657,12 +680,12 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
                     if k in ("reverse", "forward", "reverse_ckpt", "reverse_ckpt1"):
                         verdicts.append(f"- {k}, m = {m}, T = {T}: {r['ratio_to_plain']:.2f}× plain{mem_note}, "
                                         f"target ≤ {r['target_ratio']:g}× " + ("met" if met else "missed"))
-                hand = recs.get((kind, T, "hand_reverse"), {})
+                hand = same_run(cases.history, r, "hand_reverse")
                 if k == "reverse" and hand.get("time_s") and r.get("time_s"):
                     q = r["time_s"] / hand["time_s"]
                     verdicts.append(f"- reverse vs a hand-written autograd unroll, m = {m}, T = {T}: {q:.2f}×, "
                                     f"target ≤ 1.2× " + ("met" if q <= 1.2 else "missed"))
-                ours = recs.get((kind, T, "reverse"), {})
+                ours = same_run(cases.history, r, "reverse")
                 if k in ("higher", "torchopt"):
                     if r.get("time_s") and ours.get("time_s"):
                         q = ours["time_s"] / r["time_s"]
@@ -696,7 +719,8 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
         "",
         f"sizes {cfg['sizes']}, T ∈ {cfg['Ts']}, torch {_torch_version()}, {cfg['threads']} thread(s), "
         f"{os.cpu_count()} CPU(s) ({platform.processor() or platform.machine()}), "
-        f"1-min load average before the timing runs: {load[0] if load else '?'}–{load[-1] if load else '?'}.",
+        f"1-min load average before the timing runs: {load[0] if load else '?'}–{load[-1] if load else '?'}."
+        + (f" glibc tunables: `{os.environ['GLIBC_TUNABLES']}`." if os.environ.get("GLIBC_TUNABLES") else ""),
         "Times: medians over rounds in one process per (m, T); × plain: ratio to `plain` from the same process; "
         "peak memory: peak RSS above the RSS after setup, one fresh process per case. "
         "rel. diff: ‖g − g_reverse‖ / ‖g_reverse‖ in the same process (float32; none for cg, an implicit "
@@ -731,10 +755,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun cases already recorded")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md from the records")
     p.add_argument("--start-method", default="forkserver", choices=["forkserver", "spawn"])
+    p.add_argument("--glibc-no-mmap", action="store_true",
+                   help="run the workers with GLIBC_TUNABLES mmap_max=0 and a 16 GB trim threshold: freed memory "
+                        "is reused instead of returned to the system and faulted in again (issue 27; use its own "
+                        "--out)")
     p.add_argument("--order-study", action="store_true",
                    help="instead of the table: reverse and torchopt at the largest T, m = n, in both orders "
                         "in one process each (wall, CPU and page faults; issue 27)")
     args = p.parse_args(argv)
+    if args.glibc_no_mmap:  # read by glibc when the forkserver (a fresh interpreter) starts
+        os.environ["GLIBC_TUNABLES"] = GLIBC_NO_MMAP
     base = QUICK if args.quick else FULL
     cfg = {"sizes": base["sizes"], "Ts": base["Ts"], "threads": args.threads, "repeats": args.repeats,
            "rounds_at_max_T": args.rounds_at_max_T, "methods": args.methods, "skip_memory": args.skip_memory,
