@@ -386,6 +386,12 @@ def _timed(prob: Problem, method: str, T: int, time_cap: float):
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (less sensitive than wall time to other jobs' load)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def memory_worker(task: dict[str, Any], queue: Any) -> None:
     """One case in a fresh process: peak RSS above the RSS after the data and model are built.
 
@@ -413,7 +419,7 @@ def timing_worker(task: dict[str, Any], queue: Any) -> None:
 
     prob = _setup_worker(task)
     methods = task["methods"]
-    res: dict[str, dict[str, Any]] = {k: {"status": "ok", "times_s": []} for k in methods}
+    res: dict[str, dict[str, Any]] = {k: {"status": "ok", "times_s": [], "cpu_times_s": []} for k in methods}
     hgs: dict[str, Any] = {}
     for k in methods:
         try:
@@ -426,7 +432,9 @@ def timing_worker(task: dict[str, Any], queue: Any) -> None:
             if res[k]["status"] != "ok":
                 continue
             try:
+                c0 = _cpu_s()
                 dt, out = _timed(prob, k, task["T"], task["time_cap"])
+                res[k]["cpu_times_s"].append(_cpu_s() - c0)
             except BaseException as exc:  # noqa: B036
                 res[k] = _classify(exc, task)
                 continue
@@ -618,6 +626,8 @@ def run_group(kind: str, T: int, cfg: dict[str, Any], cases: JsonLines, memory: 
           flush=True)
     plain = res.get("plain", {})
     plain_t = statistics.median(plain["times_s"]) if plain.get("status") == "ok" and plain.get("times_s") else None
+    plain_cpu = (statistics.median(plain["cpu_times_s"]) if plain.get("status") == "ok" and plain.get("cpu_times_s")
+                 else None)
     import torch
 
     for k in methods:
@@ -627,11 +637,16 @@ def run_group(kind: str, T: int, cfg: dict[str, Any], cases: JsonLines, memory: 
                                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         rec["status"] = r.pop("status", "error")
         times = r.pop("times_s", [])
+        cpu = r.pop("cpu_times_s", [])
         if rec["status"] == "ok" and times:
             rec["time_s"] = statistics.median(times)
             rec["times_s"] = [round(x, 4) for x in times]
             if plain_t:
                 rec["ratio_to_plain"] = rec["time_s"] / plain_t
+        if rec["status"] == "ok" and cpu:
+            rec["cpu_s"] = statistics.median(cpu)
+            if plain_cpu:
+                rec["cpu_ratio_to_plain"] = rec["cpu_s"] / plain_cpu
         rec["peak_mem_MB"] = mem[k].get("peak_mem_MB")
         rec.update({x: v for x, v in r.items() if v is not None})
         tgt = target_of(k, m)
@@ -658,8 +673,8 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
     for r in cases.records.values():
         if r.get("sizes") == cfg["sizes"] and r.get("threads") == cfg["threads"]:
             recs[(r["kind"], r["T"], r["method"])] = r
-    lines = ["| m | T | method | time (s) | × plain | target | peak memory (MB) | status | rel. diff to our reverse |",
-             "|---:|---:|---|---:|---:|---|---:|---|---:|"]
+    lines = ["| m | T | method | time (s) | × plain | CPU × plain | target | peak memory (MB) | status | "
+             "rel. diff to our reverse |", "|---:|---:|---|---:|---:|---:|---|---:|---|---:|"]
     verdicts: list[str] = []
     for kind in KINDS:
         m = num_hparams(kind, cfg["sizes"])
@@ -700,7 +715,8 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
                 status = r.get("status", "")
                 lines.append(
                     f"| {m} | {T} | {k} | {_fmt(r.get('time_s'), '.3f')} | {_fmt(r.get('ratio_to_plain'), '.2f')} | "
-                    f"{target} | {_fmt(r.get('peak_mem_MB'), '.1f')} | {status} | {diff} |")
+                    f"{_fmt(r.get('cpu_ratio_to_plain'), '.2f')} | {target} | {_fmt(r.get('peak_mem_MB'), '.1f')} | "
+                    f"{status} | {diff} |")
     flat = []
     for kind in ("lr", "lr_mom_wd"):
         mems = [(T, recs[(kind, T, "forward")].get("peak_mem_MB")) for T in cfg["Ts"]
@@ -722,6 +738,8 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
         f"1-min load average before the timing runs: {load[0] if load else '?'}–{load[-1] if load else '?'}."
         + (f" glibc tunables: `{os.environ['GLIBC_TUNABLES']}`." if os.environ.get("GLIBC_TUNABLES") else ""),
         "Times: medians over rounds in one process per (m, T); × plain: ratio to `plain` from the same process; "
+        "CPU × plain: the same ratio in user + system CPU seconds (recorded since issue 27; less sensitive to "
+        "other jobs on the machine); "
         "peak memory: peak RSS above the RSS after setup, one fresh process per case. "
         "rel. diff: ‖g − g_reverse‖ / ‖g_reverse‖ in the same process (float32; none for cg, an implicit "
         "gradient of another quantity).",
