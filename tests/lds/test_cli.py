@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from lds.datasets import load_uci
 
 import lds
@@ -23,7 +24,7 @@ TINY_CORA = ["--dataset", "cora", "--candidates", "sparse", "--max-outer-iters",
 OPTIONS = ("--dataset", "--keep-edges", "--no-graph", "--seed", "--hypergrad-every", "--truncate", "--outer-lr",
            "--fixed-inner-lr", "--num-samples", "--patience", "--max-outer-iters", "--max-inner-steps",
            "--candidates", "--k", "--metric", "--dense", "--no-baseline", "--checkpoint", "--resume", "--device",
-           "--quiet")
+           "--quiet", "--data", "--features", "--edges", "--out", "--min-prob", "--threads", "--validation-fraction")
 
 
 def run_main(argv, capsys):
@@ -135,10 +136,13 @@ def test_cli_defaults_are_the_estimators_defaults():
 
 def test_no_arguments_runs_breast_cancer_and_says_which_setting_ran(capsys):
     """The first result: no --dataset means scikit-learn's breast cancer (no download), on all pairs."""
+    threads_before = torch.get_num_threads()
     code, out, err = run_main(TINY, capsys)
     assert code == 0, err
     assert "dataset: breast_cancer  nodes: 569" in out
     assert "setting: kNN-LDS, all 161,596 node pairs (the paper's setting)" in out
+    assert "device cpu, 1 CPU thread(s)" in out  # a small graph: one thread (auto)
+    assert torch.get_num_threads() == threads_before  # main() gives the caller its threads back
     assert 0.5 < printed_test_accuracy(out) <= 1.0
 
 
