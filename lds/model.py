@@ -698,27 +698,29 @@ class LDS(BaseEstimator):
     def _build_distribution(self, prep: PreparedData) -> EdgeDistribution:
         n = prep.num_nodes
         has_graph = prep.edge_index.numel() > 0
-        knn = None
-        if self.k > 0 and (not has_graph or self._resolved_candidates(n) == "sparse"):
-            if self.k >= n:
-                raise ValueError(f"k={self.k} must be smaller than the number of nodes ({n}).")
-            from lds.datasets import knn_graph
-
-            knn = knn_graph(prep.x.cpu(), self.k, metric=self.metric)
-        if not has_graph and knn is None:
-            raise ValueError("the data has no graph and k=0: give k >= 1 (kNN initial graph) or data.edge_index.")
-        init_edges = prep.edge_index.cpu() if has_graph else knn
         candidates = self._resolved_candidates(n)
-        extra = None
-        if candidates == "sparse":
-            extra = knn
-            k_cand = self._candidate_k(has_graph)
-            if k_cand != self.k and k_cand > 0:
-                if k_cand >= n:
-                    raise ValueError(f"candidate_k={k_cand} must be smaller than the number of nodes ({n}).")
-                from lds.datasets import knn_graph
+        k_cand = self._candidate_k(has_graph) if candidates == "sparse" else 0
+        need_knn = (self.k > 0 and not has_graph) or (candidates == "sparse" and max(self.k, k_cand) > 0)
+        if not has_graph and self.k == 0:
+            raise ValueError("the data has no graph and k=0: give k >= 1 (kNN initial graph) or data.edge_index.")
+        knn = extra = None
+        if need_knn:
+            for name, value in (("k", self.k), ("candidate_k", k_cand)):
+                if value >= n:
+                    raise ValueError(f"{name}={value} must be smaller than the number of nodes ({n}).")
+            from lds.datasets.graphs import both_directions, knn_graph, undirected_pairs
 
-                extra = knn_graph(prep.x.cpu(), k_cand, metric=self.metric)
+            # one search for the larger k: the nearest k of the k_max nearest (node-major, nearest first)
+            k_max = max(self.k, k_cand)
+            directed = knn_graph(prep.x.cpu(), k_max, metric=self.metric, symmetric=False).view(2, n, k_max)
+
+            def nearest(k: int) -> Tensor:
+                return both_directions(undirected_pairs(directed[:, :, :k].reshape(2, -1)))
+
+            knn = nearest(self.k) if self.k > 0 else None
+            if candidates == "sparse":
+                extra = knn if k_cand in (0, self.k) else nearest(k_cand)
+        init_edges = prep.edge_index.cpu() if has_graph else knn
         return EdgeDistribution.from_candidates(
             n,
             candidates=candidates,
