@@ -959,17 +959,50 @@ class LDS(BaseEstimator):
         """Predicted class of every node (N,)."""
         return self.predict_proba(data).argmax(dim=1)
 
-    def score(self, data: GraphData, mask: Tensor | None = None) -> float:
-        """Accuracy on ``mask`` (a boolean tensor of length N; default ``data.test_mask``), in [0, 1]."""
+    def score(self, data: GraphData, mask: Tensor | None = None, metric: str = "accuracy") -> float:
+        """``metric`` on ``mask`` (a boolean tensor of length N; default ``data.test_mask``), in [0, 1]:
+        ``"accuracy"``, or ``"roc_auc"`` for two classes (scored by the probability of class 1, as Platonov et
+        al. (ICLR 2023) evaluate minesweeper and tolokers; see :func:`lds.metrics.evaluate`)."""
+        from .metrics import check_metric, evaluate
+
         self._check_fitted()
+        metric = check_metric(metric, self.num_classes_)
         mask, y = check_score_inputs(data, mask, self.num_nodes_)
-        pred = self.predict(data)
-        return float((pred[mask] == y[mask]).double().mean())
+        return evaluate(self.predict_proba(data), y, mask, metric)
 
     def edge_probs(self) -> tuple[Tensor, Tensor]:
         """The learned distribution as ``(edge_index, probs)`` (both directions, pairs with θ > 0)."""
         self._check_fitted()
         return self.distribution_.edge_probs()
+
+    # ------------------------------------------------------------------ the learned graph out
+    def to_data(self, min_prob: float = 0.0) -> Any:
+        """The learned graph as a PyG ``Data(edge_index, edge_weight=θ, num_nodes)``: both directions of every
+        pair with ``θ > min_prob`` (see :func:`lds.export.to_data`)."""
+        from .export import to_data
+
+        return to_data(self, min_prob)
+
+    def to_networkx(self, min_prob: float = 0.0) -> Any:
+        """The learned graph as an undirected ``networkx.Graph`` on nodes ``0..N-1`` with θ as the edge attribute
+        ``weight`` (pairs with ``θ > min_prob``; see :func:`lds.export.to_networkx`)."""
+        from .export import to_networkx
+
+        return to_networkx(self, min_prob)
+
+    def to_scipy(self, min_prob: float = 0.0) -> Any:
+        """The learned graph as a symmetric ``scipy.sparse.csr_array`` ``(N, N)`` (float64) with θ at ``(i, j)``
+        and ``(j, i)`` for the pairs with ``θ > min_prob`` (see :func:`lds.export.to_scipy`)."""
+        from .export import to_scipy
+
+        return to_scipy(self, min_prob)
+
+    def sample_graph(self, generator: torch.Generator | int) -> Any:
+        """One graph ``A ~ Ber(θ)`` as ``Data(edge_index, num_nodes)`` from a CPU ``torch.Generator`` or an int
+        seed (the same seed gives the same graph; see :func:`lds.export.sample_graph`)."""
+        from .export import sample_graph
+
+        return sample_graph(self, generator)
 
     # ------------------------------------------------------------------ persistence
     def _plain_params(self, *, checkpoint: bool) -> dict[str, Any]:

@@ -114,3 +114,11 @@ def test_errors(fitted):
     for bad in (None, -1, 1.5, "0"):
         with pytest.raises(TypeError, match="generator"):
             sample_graph(fitted, bad)
+
+
+def test_lds_methods_delegate_to_export(fitted):
+    assert torch.equal(fitted.to_data(0.1).edge_index, to_data(fitted, 0.1).edge_index)
+    assert torch.equal(fitted.to_data(0.1).edge_weight, to_data(fitted, 0.1).edge_weight)
+    assert (abs(fitted.to_scipy() - to_scipy(fitted))).nnz == 0
+    assert sorted(fitted.to_networkx(0.1).edges(data="weight")) == sorted(to_networkx(fitted, 0.1).edges(data="weight"))
+    assert torch.equal(fitted.sample_graph(4).edge_index, sample_graph(fitted, 4).edge_index)

@@ -90,3 +90,32 @@ def test_check_metric():
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_lds_score_metric_roc_auc_and_accuracy():
+    from sklearn.metrics import roc_auc_score
+
+    from lds import LDS
+
+    from .synthetic import planted_partition
+
+    data = planted_partition(num_classes=2, per_class=20, seed=0)
+    model = LDS(max_outer_iters=2, max_inner_steps=10, patience=1, verbose=False, seed=0).fit(data)
+    proba = model.predict_proba(data)
+    mask = data.test_mask
+    expected = roc_auc_score(data.y[mask].numpy(), proba[mask, 1].numpy())
+    assert model.score(data, mask, metric="roc_auc") == pytest.approx(expected, abs=1e-12)
+    assert model.score(data, mask) == float((proba[mask].argmax(1) == data.y[mask]).double().mean())
+    with pytest.raises(ValueError, match="unknown metric"):
+        model.score(data, mask, metric="f1")
+
+
+def test_lds_score_roc_auc_on_three_classes_is_a_clear_error():
+    from lds import LDS
+
+    from .synthetic import planted_partition
+
+    data = planted_partition(num_classes=3, per_class=10, seed=0)
+    model = LDS(max_outer_iters=1, max_inner_steps=5, patience=1, verbose=False, seed=0).fit(data)
+    with pytest.raises(ValueError, match="two-class task"):
+        model.score(data, data.test_mask, metric="roc_auc")
