@@ -11,6 +11,7 @@ from torch_geometric.data import Data
 
 from ._paths import check_seed
 from .graphs import both_directions
+from .planetoid import random_split
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -104,7 +105,8 @@ def planted_partition(
       therefore ``1 - noise`` exactly. ``edge_index`` holds both directions; ``noise_edge_index`` the noise
       pairs (both directions) for analysis.
     - Split: ``num_train_per_class`` training nodes per class, then ``num_val`` validation nodes and
-      ``num_test`` test nodes (default: all others) at random (Planetoid's random-split convention).
+      ``num_test`` test nodes (default: all others) at random (:func:`~lds.datasets.random_split`, Planetoid's
+      random-split convention, seeded with ``seed``).
 
     The same arguments give the same graph, bit for bit.
 
@@ -149,15 +151,6 @@ def planted_partition(
     noise_pairs = _sample_pairs(num_noise, _PairDraw(y, num_classes, same=False), g, n)
     pairs = torch.cat([true_pairs, noise_pairs], dim=1)
     order = torch.argsort(pairs[0] * n + pairs[1])
-    train = torch.zeros(n, dtype=torch.bool)
-    for c in range(num_classes):
-        idx = torch.nonzero(y == c, as_tuple=True)[0]
-        train[idx[torch.randperm(idx.numel(), generator=g)[:per_class]]] = True
-    rest = torch.nonzero(~train, as_tuple=True)[0]
-    rest = rest[torch.randperm(rest.numel(), generator=g)]
-    val = torch.zeros(n, dtype=torch.bool)
-    test = torch.zeros(n, dtype=torch.bool)
-    val[rest[:num_val]] = True
-    test[rest[num_val : num_val + num_test]] = True
+    train, val, test = random_split(y, num_classes, seed, per_class, num_val, num_test)
     return Data(x=x, y=y, edge_index=both_directions(pairs[:, order]), noise_edge_index=both_directions(noise_pairs),
                 train_mask=train, val_mask=val, test_mask=test, num_nodes=n)

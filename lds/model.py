@@ -764,7 +764,9 @@ class LDS(BaseEstimator):
         self._check_settings()
         if checkpoint is not None:
             _check_writable(checkpoint, "checkpoint")
+        t_setup = time.perf_counter()
         prep, dist, state, fingerprint = self._setup(data, resume, fingerprint=checkpoint is not None)
+        setup_time = time.perf_counter() - t_setup
         saver = _Checkpointer(checkpoint, self.checkpoint_every, fingerprint,
                               self._plain_params(checkpoint=True) if checkpoint is not None else {})
         hopt, make_outer = self._hyper_optimizer(prep, dist, state)
@@ -791,6 +793,7 @@ class LDS(BaseEstimator):
         self._set_fitted(prep, dist, state)
         self.interrupted_ = interrupted
         self.fit_time_ = time.perf_counter() - t0
+        self.setup_time_ = setup_time  # validation, kNN search and candidate set, before the first outer iteration
         return self
 
     def _setup(self, data: GraphData, resume: str | os.PathLike | None, *, fingerprint: bool

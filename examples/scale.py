@@ -1,0 +1,184 @@
+"""LDS at scale: setup, per-step and whole-fit time, peak memory and accuracy against N (issue 29).
+
+Graphs: ``lds.datasets.planted_partition`` (10 classes, 32 Gaussian features with ``class_sep=0.4``, average
+degree 6, a share ``--noise`` of the given edges joining two classes; 20 training labels per class, 500
+validation nodes, every other node a test node). Per run (one fresh process each, so that its peak RSS is its
+own), ``LDS()`` with its defaults is fitted once, and GCN on the given graph and on the kNN(10) graph on the
+same split. Every finished run is one JSON line in ``results/scale/runs.jsonl``; runs already there are
+skipped when the script is started again, and a fit cut off midway resumes from its checkpoint
+(``results/scale/checkpoints``).
+
+    python examples/scale.py --sizes 10000 30000 100000 --seeds 0 1 2     # the benchmark (resumable)
+    python examples/scale.py --summary                                   # table + plot from the records
+
+Reported per run: ``setup_s`` (validation, kNN search, candidate set), ``step_s`` (fit time / inner steps,
+hypergradients and the per-iteration evaluation included), ``iter_s`` (fit time / outer iterations), ``fit_s``,
+``peak_rss_mb``, ``num_pairs``, the test accuracy of LDS, GCN (given) and GCN (kNN), and θ on the given
+graph's true and noise edges. The summary fits the log-log slope of ``step_s`` and of the peak RSS against
+``num_pairs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runner import CHECKPOINT_ENV, Store, describe, fit_resumable, keep_freed_memory, pyplot, run_all  # noqa: E402
+
+OUT = "results/scale"
+
+
+def one_run(task: dict[str, Any]) -> dict[str, Any]:
+    """The run of ``task`` in this process (called in a fresh child by :func:`run_in_child`)."""
+    import torch
+    from lds.datasets import planted_partition
+
+    from lds import LDS, GCNBaseline
+
+    torch.set_num_threads(int(task["threads"]))
+    t = time.perf_counter()
+    data = planted_partition(task["n"], noise=task["noise"], seed=task["seed"])
+    gen_s = time.perf_counter() - t
+    model = LDS(seed=task["seed"], verbose=False, **task.get("lds", {}))
+    fit_resumable(model, data, task)
+    steps = sum(int(r["inner_steps"]) for r in model.history_)
+    out: dict[str, Any] = {
+        "gen_s": round(gen_s, 2), "setup_s": round(model.setup_time_, 2), "fit_s": round(model.fit_time_, 1),
+        "outer_iters": len(model.history_), "inner_steps": steps,
+        "step_s": round(model.fit_time_ / max(steps, 1), 4),
+        "iter_s": round(model.fit_time_ / max(len(model.history_), 1), 2),
+        "num_pairs": int(model.distribution_.probs.numel()),
+        "expected_edges_initial": round(model.initial_num_edges_, 1),
+        "expected_edges": round(model.distribution_.expected_num_edges(), 1),
+        "best_iteration": model.best_iteration_,
+        "lds_test": round(model.score(data, data.test_mask), 4),
+        "lds_val": round(model.best_val_acc_, 4),
+    }
+    # θ on the given graph's true and noise edges (the pairs are undirected, i < j)
+    edge_index, probs = model.edge_probs()
+    n = data.num_nodes
+    keys = edge_index[0] * n + edge_index[1]
+    theta = dict(zip(keys.tolist(), probs.tolist()))
+
+    def mean_theta(ei: torch.Tensor) -> float:
+        ks = (ei[0] * n + ei[1])[ei[0] < ei[1]].tolist()
+        return round(sum(theta.get(k, 0.0) for k in ks) / max(len(ks), 1), 4)
+
+    given = data.edge_index
+    noise_keys = set((data.noise_edge_index[0] * n + data.noise_edge_index[1]).tolist())
+    is_noise = torch.tensor([k in noise_keys for k in (given[0] * n + given[1]).tolist()])
+    out["theta_true_edges"] = mean_theta(given[:, ~is_noise])
+    out["theta_noise_edges"] = mean_theta(given[:, is_noise])
+    for name, graph in (("gcn_given", "given"), ("gcn_knn", "knn")):
+        t = time.perf_counter()
+        base = GCNBaseline(graph=graph, seed=task["seed"]).fit(data)
+        out[name + "_test"] = round(base.score(data, data.test_mask), 4)
+        out[name + "_s"] = round(time.perf_counter() - t, 1)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["torch"] = torch.__version__
+    out["machine"] = f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f} at the end"
+    return out
+
+
+def run_in_child(task: dict[str, Any]) -> dict[str, Any]:
+    """Run ``task`` in a fresh Python process (its own peak RSS); its result comes back as one JSON line."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(task)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"child failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def fitted_slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log y on log x."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def summary(store: Store) -> str:
+    rows = [(r["task"], r) for r in store.records.values() if r.get("status") == "ok"]
+    rows.sort(key=lambda tr: (tr[0]["n"], tr[0]["noise"], tr[0]["seed"]))
+    head = ("| N | noise | seed | pairs | setup s | step s | iter s | fit s | outer iters | peak RSS MB | LDS | "
+            "GCN given | GCN kNN | LDS − GCN | θ true | θ noise |")
+    lines = ["# LDS at scale (examples/scale.py)", "", f"{len(rows)} finished runs held: "
+             + ", ".join(f"N={t['n']} seed={t['seed']}" for t, _ in rows), "", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    for t, r in rows:
+        lines.append(f"| {t['n']} | {t['noise']} | {t['seed']} | {r['num_pairs']} | {r['setup_s']} | {r['step_s']} | "
+                     f"{r['iter_s']} | {r['fit_s']} | {r['outer_iters']} | {r['peak_rss_mb']} | {r['lds_test']:.4f} | "
+                     f"{r['gcn_given_test']:.4f} | {r['gcn_knn_test']:.4f} | "
+                     f"{100 * (r['lds_test'] - r['gcn_given_test']):+.1f} | {r['theta_true_edges']} | "
+                     f"{r['theta_noise_edges']} |")
+    pairs = [float(r["num_pairs"]) for _, r in rows]
+    if len({int(p) for p in pairs}) >= 2:
+        s_step = fitted_slope(pairs, [float(r["step_s"]) for _, r in rows])
+        s_rss = fitted_slope(pairs, [float(r["peak_rss_mb"]) for _, r in rows])
+        lines += ["", f"Fitted log-log slope against candidate pairs: per-step time {s_step:.2f}, "
+                  f"peak RSS {s_rss:.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(store: Store, path: str) -> None:
+    plt = pyplot()
+    rows = [r for r in store.records.values() if r.get("status") == "ok"]
+    if plt is None or len(rows) < 2:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    pairs = [r["num_pairs"] for r in rows]
+    for ax, key, label in ((axes[0], "step_s", "seconds per inner step"), (axes[1], "peak_rss_mb", "peak RSS (MB)")):
+        ys = [r[key] for r in rows]
+        ax.loglog(pairs, ys, "o")
+        if len(set(pairs)) >= 2:
+            ax.set_title(f"slope {fitted_slope([float(p) for p in pairs], [float(y) for y in ys]):.2f}")
+        ax.set_xlabel("candidate pairs")
+        ax.set_ylabel(label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10000, 30000, 100000])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--noise", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lds", default="{}", help="JSON of LDS settings other than the defaults (recorded per run)")
+    p.add_argument("--out", default=OUT)
+    p.add_argument("--summary", action="store_true", help="only write the summary and plot from the records")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        keep_freed_memory()
+        print(json.dumps(one_run(json.loads(args.one))))
+        return
+    store = Store(os.path.join(args.out, "runs.jsonl"))
+    if not args.summary:
+        os.environ.setdefault(CHECKPOINT_ENV, os.path.join(args.out, "checkpoints"))
+        extra = json.loads(args.lds)
+        tasks = [{"n": n, "seed": s, "noise": args.noise, "threads": args.threads,
+                  **({"lds": extra} if extra else {})} for n in args.sizes for s in args.seeds]
+        run_all(run_in_child, tasks, store, log=lambda m: print(m, flush=True))
+        for t in tasks:
+            if not store.has(t):
+                print("not finished:", describe(t))
+    text = summary(store)
+    with open(os.path.join(args.out, "summary.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    plot(store, os.path.join(args.out, "scale.png"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
