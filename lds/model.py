@@ -10,6 +10,7 @@ the other validation half, with predictions averaged over S sampled graphs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import numbers
@@ -57,6 +58,7 @@ from .propagation import (
 from .typing import GraphData, HParams, NetParams
 
 INNER_LR_RANGE = (1e-4, 0.05)
+VARIANTS = ("paper", "refit")
 SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
 
 
@@ -531,6 +533,11 @@ class LDS(BaseEstimator):
             ``"gcnconv"``, ``"graphconv"`` or a factory ``(in_channels, out_channels) -> MessagePassing``
             (PyG layers taking ``edge_weight``), run through :class:`bilevel_core.FunctionalModule`.
         checkpoint_every: outer iterations between checkpoints (when ``checkpoint`` is given to fit).
+        variant: ``"paper"`` is the paper's Algorithm 7: the GCN weights kept are those trained (on the
+            training labels only) in the best outer iteration. ``"refit"`` runs Algorithm 7 unchanged, then
+            refits the weights from a fresh initialisation on train ∪ the outer validation half, on a fresh
+            ``A ~ Ber(θ*)`` per step of the learned θ*, early-stopped on the other validation half (see
+            :meth:`_refit`): the outer half's labels then shape both θ and w, as the ``gcn_val`` control's do.
         seed: an int in ``[0, 2**63)``.
         device, dtype, verbose.
 
@@ -567,6 +574,7 @@ class LDS(BaseEstimator):
         normalize_features: bool | str = "auto",
         backbone: str | Callable[[int, int], Any] = "gcn",
         checkpoint_every: int = 5,
+        variant: str = "paper",
         seed: int = 0,
         device: str = "cpu",
         dtype: str = "float32",
@@ -598,6 +606,7 @@ class LDS(BaseEstimator):
         self.normalize_features = normalize_features
         self.backbone = backbone
         self.checkpoint_every = checkpoint_every
+        self.variant = variant
         self.seed = seed
         self.device = device
         self.dtype = dtype
@@ -635,6 +644,8 @@ class LDS(BaseEstimator):
         a, b = INNER_LR_RANGE
         if self.learn_inner_lr and not a < self.inner_lr < b:
             raise ValueError(f"inner_lr must be in ({a}, {b}) when learned, got {self.inner_lr}.")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}.")
         if self.candidates not in ("auto", "all", "sparse"):
             raise ValueError(f"candidates must be 'auto', 'all' or 'sparse', got {self.candidates!r}.")
         if self.metric not in ("cosine", "euclidean"):
@@ -791,6 +802,10 @@ class LDS(BaseEstimator):
         if state.best is None:
             raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
         self._set_fitted(prep, dist, state)
+        assert state.best is not None
+        self.paper_params_ = state.best["params"]  # Algorithm 7's weights (the same as params_ unless refit)
+        if self.variant == "refit":
+            self.params_, self.refit_val_acc_, self.refit_steps_ = self._refit(prep, self.distribution_)
         self.interrupted_ = interrupted
         self.fit_time_ = time.perf_counter() - t0
         self.setup_time_ = setup_time  # validation, kNN search and candidate set, before the first outer iteration
@@ -898,6 +913,49 @@ class LDS(BaseEstimator):
                     break
         assert hopt.state is not None
         return hopt.state.params, steps
+
+    def _refit(self, prep: PreparedData, dist: EdgeDistribution) -> tuple[tuple[Tensor, ...], float, int]:
+        """``variant="refit"``: fresh weights trained on train ∪ the outer validation half with θ* fixed.
+
+        The inner objective of eq. 9.4 with the outer half's labels added to the training set: Adam at the
+        learned inner learning rate, a fresh straight-through sample ``A_t ~ Ber(θ*)`` and dropout per step.
+        Every τ steps the early-stopping half is scored as in the fit (S sampled graphs); the best weights
+        are kept, and the refit stops after ``patience`` scorings without improvement or ``max_inner_steps``.
+        Returns the weights, their early-stopping accuracy and the number of steps.
+        """
+        refit_prep = dataclasses.replace(prep, train_idx=torch.cat([prep.train_idx, prep.val_outer_idx]).sort().values,
+                                         val_outer_idx=prep.val_outer_idx[:0])
+        refit_prep.features = prep.features  # the same x: share its derived tensors
+        inner, _ = lds_objectives(refit_prep, dist, sampling=self.sampling, dropout=self.dropout,
+                                  weight_decay=self.weight_decay, backbone=self.backbone_)
+        gen = torch.Generator(device="cpu").manual_seed(int(self.seed) + 104729)  # its own stream, seeded
+        params: NetParams
+        if self.backbone_ is None:
+            params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
+                                     dtype=self._torch_dtype, device=prep.x.device)
+        else:
+            params = self.backbone_.init_params(gen)
+        theta = dist.probs.detach()
+        hparams = (theta, torch.zeros((), dtype=theta.dtype, device=theta.device))
+        dynamics = Adam(inner, lr=float(self.inner_lr_), eps=self.inner_eps)
+        state = dynamics.init(params, hparams)
+        best: tuple[float, float] = (-math.inf, -math.inf)
+        best_params, since = tuple(p.detach() for p in state.params), 0
+        reuse = nullcontext() if self.sampling else reuse_sampled_graphs(dist.candidates)
+        with reuse:
+            while state.t < self.max_inner_steps and since < self.patience:
+                uniforms = dist.draw(gen) if self.sampling else None
+                masks = sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout, gen,
+                                             self._torch_dtype, prep.x.device)
+                state = dynamics(state, hparams, (uniforms, masks), create_graph=False)
+                if state.t % self.hypergrad_every and state.t < self.max_inner_steps:
+                    continue
+                acc, loss = self._evaluate(state.params, prep, dist, theta, prep.val_stop_idx)
+                if (acc, -loss) > best:
+                    best, best_params, since = (acc, -loss), tuple(p.detach() for p in state.params), 0
+                else:
+                    since += 1
+        return best_params, best[0], int(state.t)
 
     # ------------------------------------------------------------------ evaluation
     def _mean_proba(self, params: NetParams, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -260,7 +260,8 @@ class KNNLDSClassifier(ClassifierMixin, BaseEstimator):
         pairs, probs, _ = learned_pairs(model)
         device = torch.device(self.device)
         x_all = torch.from_numpy(np.vstack([train_x, new_x])).to(device)  # float64: no batch-size rounding
-        params = tuple(p.detach().to(device=device, dtype=torch.float64) for p in model.params_)
+        params = cast("tuple[torch.Tensor, torch.Tensor]",  # the built-in GCN's (W1, W2)
+                      tuple(p.detach().to(device=device, dtype=torch.float64) for p in model.params_))
         ones = torch.ones(attach.size(1), dtype=torch.float64)
 
         def proba(edges: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

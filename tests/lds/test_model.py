@@ -404,3 +404,27 @@ def test_baseline_train_on_outer_half_learns_the_labels_only_that_half_holds():
     assert (matched.predict(data)[class2] == 2).float().mean() > 0.8
     with pytest.raises(TypeError, match="train_on_outer_half must be True or False"):
         GCNBaseline(train_on_outer_half="yes").fit(data)
+
+
+def test_refit_variant_keeps_algorithm7_and_learns_the_labels_only_the_outer_half_holds():
+    """``variant="refit"``: θ and Algorithm 7's weights are those of the paper fit with the same seed; the
+    refitted weights are trained on train ∪ outer half (they learn a class only that half holds), stopped on the
+    other half; the same seed gives the same refit."""
+    data = planted_partition(per_class=12, num_val=8, feature_noise=0.3, seed=4)
+    data.train_mask &= data.y < 2  # no class-2 training label: only the outer half can teach class 2
+    settings = dict(hypergrad_every=5, max_outer_iters=3, patience=5, num_samples=4, max_inner_steps=150,
+                    seed=0, verbose=False)
+    paper = LDS(**settings).fit(data)
+    refit = LDS(variant="refit", **settings).fit(data)
+    again = LDS(variant="refit", **settings).fit(data)
+    assert torch.equal(paper.distribution_.probs, refit.distribution_.probs)
+    assert all(torch.equal(p, q) for p, q in zip(paper.params_, refit.paper_params_))
+    assert all(torch.equal(p, q) for p, q in zip(refit.params_, again.params_))
+    assert not any(torch.equal(p, q) for p, q in zip(refit.params_, refit.paper_params_))
+    assert 0 < refit.refit_steps_ <= 150 and 0.0 <= refit.refit_val_acc_ <= 1.0
+    assert not hasattr(paper, "refit_steps_")
+    class2 = data.test_mask & (data.y == 2)
+    recall = [float((m.predict(data)[class2] == 2).float().mean()) for m in (paper, refit)]
+    assert recall[1] > 0.8 and recall[1] > recall[0] + 0.5, recall
+    with pytest.raises(ValueError, match="variant must be one of 'paper', 'refit'"):
+        LDS(variant="cross").fit(data)
