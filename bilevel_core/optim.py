@@ -72,3 +72,54 @@ class InverseTimeSGD(torch.optim.Optimizer):
                 p.sub_(self.step_size(group, k) * p.grad)
                 state["step"] = k + 1
         return loss
+
+
+class InverseTimeAdam(InverseTimeSGD):
+    """Adam (Kingma & Ba, ICLR 2015, Algorithm 1) with the inverse-time step ``η_k = lr / (1 + decay·k)``.
+
+    ``m ← β₁m + (1-β₁)g``, ``v ← β₂v + (1-β₂)g²``, ``λ ← λ - η_k m̂ / (√v̂ + ε)`` with the bias corrections
+    ``m̂ = m / (1-β₁^{k+1})``, ``v̂ = v / (1-β₂^{k+1})``. A per-coordinate step: a hyperparameter whose
+    hypergradient is small but consistent moves as fast as one whose hypergradient is large (LDS's θ on a
+    large graph). The state (``step``, ``exp_avg``, ``exp_avg_sq``) is tensors and ints: :meth:`state_dict`
+    round-trips through ``torch.load(weights_only=True)``.
+
+    Args:
+        params: the hyperparameter tensors or parameter groups.
+        lr: ``η₀ > 0``; decay: ``d >= 0``; betas: ``(β₁, β₂)`` in ``[0, 1)``; eps: ``ε > 0``.
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float, decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        for i, b in enumerate(betas):
+            if not 0.0 <= _check_rate(b, f"betas[{i}]", positive=False) < 1.0:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {b!r}.")
+        super().__init__(params, lr, decay)
+        eps = _check_rate(eps, "eps", positive=True)
+        for group in self.param_groups:
+            group.setdefault("betas", tuple(float(b) for b in betas))
+            group.setdefault("eps", eps)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One Adam update of every tensor that has a gradient; returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                k = int(state.get("step", 0))
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (v / (1 - b2 ** (k + 1))).sqrt_().add_(group["eps"])
+                p.addcdiv_(m, denom, value=-self.step_size(group, k) / (1 - b1 ** (k + 1)))
+                state["step"] = k + 1
+        return loss

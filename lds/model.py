@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator
 from torch import Tensor
 
 from bilevel_core import Adam, DynamicsState, HyperOptimizer, project_box
-from bilevel_core.optim import InverseTimeSGD
+from bilevel_core.optim import InverseTimeAdam, InverseTimeSGD
 
 from .backbones import Backbone
 from .edges import EdgeDistribution, EdgeUniforms
@@ -59,6 +59,8 @@ from .typing import GraphData, HParams, NetParams
 
 INNER_LR_RANGE = (1e-4, 0.05)
 VARIANTS = ("paper", "refit")
+#: the outer optimisers and their default step η₀
+OUTER_OPTIMIZERS: Mapping[str, float] = MappingProxyType({"sgd": 1.0, "adam": 0.01})
 SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
 
 
@@ -360,7 +362,8 @@ class FitState:
         theta: θ, the edge probabilities (the distribution's ``probs``; a leaf the outer optimiser updates).
         lr_logit: λ of the learned inner learning rate ``a + σ(λ)(b - a)`` (0 and never read when fixed).
         generator: the only source of randomness of the fit (samples, dropout, initial weights).
-        optimizer: the outer :class:`~bilevel_core.optim.InverseTimeSGD` over θ (and λ when learned).
+        optimizer: the outer optimiser over θ (and λ when learned): :class:`~bilevel_core.optim.InverseTimeSGD`
+            or :class:`~bilevel_core.optim.InverseTimeAdam`.
         iteration: the next outer iteration.
         since_best: outer iterations since the best early-stopping score (patience).
         best: the best iteration so far: ``val_acc``, ``val_loss``, ``iteration``, ``probs``, ``params``,
@@ -372,7 +375,7 @@ class FitState:
     theta: Tensor
     lr_logit: Tensor
     generator: torch.Generator
-    optimizer: InverseTimeSGD
+    optimizer: InverseTimeSGD  # or its subclass InverseTimeAdam
     iteration: int = 0
     since_best: int = 0
     best: dict[str, Any] | None = None
@@ -388,6 +391,16 @@ class FitState:
         for group in self.optimizer.param_groups:
             for p in group["params"]:
                 self.optimizer.state[p]["step"] = int(k)
+
+    def _moments(self) -> list[Tensor]:
+        """The outer optimiser's per-tensor state beyond the step count: Adam's ``exp_avg``, ``exp_avg_sq`` of θ
+        and λ in that order (copies on the CPU; ``[]`` for SGD or before the first update)."""
+        out = []
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                st = self.optimizer.state.get(p, {})
+                out += [st[k].detach().to("cpu", copy=True) for k in ("exp_avg", "exp_avg_sq") if k in st]
+        return out
 
     def consider(self, iteration: int, val_acc: float, val_loss: float, params: tuple[Tensor, ...]) -> None:
         """Keep this iteration if it is the best so far (accuracy, then loss, on the early-stopping half)."""
@@ -409,6 +422,7 @@ class FitState:
                 "num_pairs": self.theta.numel(), "lr_logit": self.lr_logit.detach().to("cpu", copy=True),
                 "generator": self.generator.get_state(), "iteration": self.iteration,
                 "num_updates": self.num_updates, "since_best": self.since_best,
+                "outer_moments": self._moments(),
                 "best": {**best, "probs": best["probs"].cpu(), "params": tuple(p.cpu() for p in best["params"]),
                          "lr_logit": best["lr_logit"].cpu()},
                 "history": list(self.history)}
@@ -421,6 +435,11 @@ class FitState:
             self.lr_logit.copy_(ck["lr_logit"])
         self.generator.set_state(ck["generator"])
         self.set_num_updates(ck["num_updates"])
+        moments = list(ck.get("outer_moments", []))
+        if moments:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            for p, (m, v) in zip(params, zip(moments[0::2], moments[1::2])):
+                self.optimizer.state[p].update(exp_avg=m.to(p), exp_avg_sq=v.to(p))
         self.iteration, self.since_best = ck["iteration"], ck["since_best"]
         best = dict(ck["best"])
         best.update(probs=best["probs"].to(device), params=tuple(p.to(device) for p in best["params"]),
@@ -510,8 +529,13 @@ class LDS(BaseEstimator):
     Args:
         hypergrad_every: τ, inner steps per hypergradient window (≥ 1).
         truncate: steps back-propagated per window (default τ; 0 = plain alternating optimisation).
-        outer_lr: η₀ of the outer SGD, ``η_k = η₀ / (1 + outer_lr_decay·k)``.
+        outer_lr: η₀ of the outer step, ``η_k = η₀ / (1 + outer_lr_decay·k)`` (default: 1.0 with ``"sgd"``,
+            0.01 with ``"adam"``).
         outer_lr_decay: inverse-time decay of the outer learning rate, per θ update.
+        outer_optimizer: ``"sgd"``, the paper's projected SGD ``θ ← Proj(θ - η_k g)`` (Algorithm 7), or
+            ``"adam"``, projected Adam (Kingma & Ba 2015, Alg. 1) on θ and λ with step ``η_k``: a per-pair
+            adaptive step, so that θ moves at every graph size even though one pair's hypergradient shrinks
+            as the graph grows.
         inner_lr: initial inner Adam learning rate (0.02).
         learn_inner_lr: learn it as ``a + σ(λ)(b - a)``, ``(a, b) = (1e-4, 0.05)``.
         num_samples: S, graphs averaged for predictions.
@@ -550,8 +574,9 @@ class LDS(BaseEstimator):
         self,
         hypergrad_every: int = 5,
         truncate: int | None = None,
-        outer_lr: float = 1.0,
+        outer_lr: float | None = None,
         outer_lr_decay: float = 1e-3,
+        outer_optimizer: str = "sgd",
         inner_lr: float = 0.02,
         learn_inner_lr: bool = True,
         inner_eps: float = 1e-8,
@@ -584,6 +609,7 @@ class LDS(BaseEstimator):
         self.truncate = truncate
         self.outer_lr = outer_lr
         self.outer_lr_decay = outer_lr_decay
+        self.outer_optimizer = outer_optimizer
         self.inner_lr = inner_lr
         self.learn_inner_lr = learn_inner_lr
         self.inner_eps = inner_eps
@@ -632,7 +658,11 @@ class LDS(BaseEstimator):
                     "of a window can go back at most τ steps."
                 )
         positive_int("max_all_pairs")
-        check_float_setting(self, "outer_lr", 0.0, low_open=True)
+        if self.outer_lr is not None:
+            check_float_setting(self, "outer_lr", 0.0, low_open=True)
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(f"outer_optimizer must be one of {', '.join(map(repr, OUTER_OPTIMIZERS))}, got "
+                             f"{self.outer_optimizer!r}.")
         check_float_setting(self, "outer_lr_decay", 0.0)
         check_float_setting(self, "inner_lr", 0.0, low_open=True)
         check_float_setting(self, "inner_eps", 0.0, low_open=True)
@@ -657,6 +687,11 @@ class LDS(BaseEstimator):
     @property
     def _torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+    @property
+    def outer_lr_value(self) -> float:
+        """η₀: ``outer_lr``, or the outer optimiser's default step when it is ``None``."""
+        return float(OUTER_OPTIMIZERS[self.outer_optimizer] if self.outer_lr is None else self.outer_lr)
 
     # ------------------------------------------------------------------ setup
     def _prepare(self, data: GraphData, *, fingerprint: bool) -> tuple[PreparedData, dict[str, Any]]:
@@ -856,8 +891,12 @@ class LDS(BaseEstimator):
         logit = math.log((self.inner_lr - a) / (b - self.inner_lr)) if self.learn_inner_lr else 0.0
         theta = dist.probs.requires_grad_(True)
         lr_logit = torch.tensor(logit, dtype=self._torch_dtype, device=torch.device(self.device), requires_grad=True)
-        optimizer = InverseTimeSGD([theta, lr_logit] if self.learn_inner_lr else [theta], lr=float(self.outer_lr),
-                                   decay=float(self.outer_lr_decay))
+        outer_params = [theta, lr_logit] if self.learn_inner_lr else [theta]
+        optimizer: InverseTimeSGD
+        if self.outer_optimizer == "adam":
+            optimizer = InverseTimeAdam(outer_params, lr=self.outer_lr_value, decay=float(self.outer_lr_decay))
+        else:
+            optimizer = InverseTimeSGD(outer_params, lr=self.outer_lr_value, decay=float(self.outer_lr_decay))
         return FitState(theta=theta, lr_logit=lr_logit, generator=torch.Generator(device="cpu").manual_seed(
             int(self.seed)), optimizer=optimizer)
 
@@ -1115,6 +1154,13 @@ class LDS(BaseEstimator):
                 f"the checkpoint {path} has {ck['num_pairs']} candidate pairs but this data gives "
                 f"{dist.pairs.size(1)}: resume with the same data and settings."
             )
+        moments = ck.get("outer_moments", [])
+        sizes = [dist.pairs.size(1)] * 2 + ([1, 1] if self.learn_inner_lr else [])
+        if self.outer_optimizer == "adam" and ck["num_updates"] > 0 and (
+                not isinstance(moments, list) or not all(isinstance(m, Tensor) for m in moments)
+                or [m.numel() for m in moments] != sizes):
+            raise ValueError(f"the checkpoint {path} lacks the outer Adam moments of θ (and λ) that resume needs: "
+                             "it is corrupt or of an older version; start a new fit without resume=.")
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted model (settings, θ, GCN weights) atomically; the file holds only tensors and plain

@@ -1,9 +1,9 @@
-"""InverseTimeSGD: the inverse-time step η_k = η₀/(1 + d·k), exact resume, bad input."""
+"""InverseTimeSGD and InverseTimeAdam: the inverse-time step η_k = η₀/(1 + d·k), exact resume, bad input."""
 
 import pytest
 import torch
 
-from bilevel_core.optim import InverseTimeSGD
+from bilevel_core.optim import InverseTimeAdam, InverseTimeSGD
 
 DT = torch.float64
 
@@ -126,3 +126,49 @@ def test_hyperoptimizer_step_errors():
         hopt.step(w0, outer=make_outer(0.0), K=3)
     with pytest.raises(TypeError, match="outer must be a callable"):
         HyperOptimizer(dyn, "outer", (lam,), InverseTimeSGD([lam], lr=0.1), T=2)
+
+
+def test_adam_without_decay_equals_torch_adam_and_its_closed_form():
+    """decay = 0: the iterates of torch.optim.Adam (float64); with a constant gradient g every bias-corrected step
+    is exactly η·sign(g)·|g|/(|g| + ε): k steps move λ by -k·η (to ε)."""
+    g = torch.Generator().manual_seed(1)
+    lam = torch.randn(50, generator=g, dtype=DT).requires_grad_(True)
+    ref = lam.detach().clone().requires_grad_(True)
+    opt, torch_opt = InverseTimeAdam([lam], lr=0.05, betas=(0.8, 0.99)), torch.optim.Adam([ref], lr=0.05,
+                                                                                            betas=(0.8, 0.99))
+    for _ in range(6):
+        grad = torch.randn(50, generator=g, dtype=DT)
+        lam.grad, ref.grad = grad.clone(), grad.clone()
+        opt.step()
+        torch_opt.step()
+    torch.testing.assert_close(lam.detach(), ref.detach(), rtol=0, atol=1e-13)
+    c = torch.zeros(3, dtype=DT, requires_grad=True)
+    opt = InverseTimeAdam([c], lr=0.1, eps=1e-12)
+    for _ in range(5):
+        c.grad = torch.tensor([2.0, -3.0, 1e-3], dtype=DT)
+        opt.step()
+    torch.testing.assert_close(c.detach(), torch.tensor([-0.5, 0.5, -0.5], dtype=DT), rtol=0, atol=1e-9)
+
+
+def test_adam_decay_and_state_dict_resume_through_weights_only_load(tmp_path):
+    """The step k is η₀/(1 + d·k) times Adam's direction; a state_dict saved and loaded with weights_only=True
+    continues bit for bit."""
+    lam = torch.zeros(2, dtype=DT, requires_grad=True)
+    opt = InverseTimeAdam([lam], lr=1.0, decay=1.0, eps=1e-12)
+    for _ in range(3):
+        lam.grad = torch.ones(2, dtype=DT)
+        opt.step()
+    torch.testing.assert_close(lam.detach(), torch.full((2,), -(1 + 1 / 2 + 1 / 3), dtype=DT))
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    again = lam.detach().clone().requires_grad_(True)
+    resumed = InverseTimeAdam([again], lr=1.0, decay=1.0, eps=1e-12)
+    resumed.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    grad = torch.tensor([0.3, -2.0], dtype=DT)
+    for o, p in ((opt, lam), (resumed, again)):
+        p.grad = grad.clone()
+        o.step()
+    assert torch.equal(lam.detach(), again.detach())
+    with pytest.raises(ValueError, match=r"betas\[1\] must be in \[0, 1\)"):
+        InverseTimeAdam([lam], lr=1.0, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        InverseTimeAdam([lam], lr=1.0, eps=0.0)

@@ -428,3 +428,28 @@ def test_refit_variant_keeps_algorithm7_and_learns_the_labels_only_the_outer_hal
     assert recall[1] > 0.8 and recall[1] > recall[0] + 0.5, recall
     with pytest.raises(ValueError, match="variant must be one of 'paper', 'refit'"):
         LDS(variant="cross").fit(data)
+
+
+def test_adam_outer_optimizer_moves_theta_and_resumes_exactly(tmp_path):
+    """outer_optimizer="adam" (default step 0.01): projected Adam on θ; a fit stopped at a checkpoint and resumed
+    (Adam's moments restored) equals the uninterrupted fit bit for bit."""
+    data = planted_partition(per_class=10, seed=3)
+    settings = dict(hypergrad_every=5, max_outer_iters=5, patience=50, num_samples=4, max_inner_steps=40,
+                    checkpoint_every=2, seed=5, verbose=False, outer_optimizer="adam")
+    full = LDS(**settings).fit(data)
+    assert full.outer_lr_value == 0.01 and LDS().outer_lr_value == 1.0
+    probs = full.distribution_.probs
+    assert 0.0 <= float(probs.min()) and float(probs.max()) <= 1.0
+    ck = tmp_path / "ck.pt"
+    LDS(**{**settings, "max_outer_iters": 3}).fit(data, checkpoint=ck)
+    saved = torch.load(ck, weights_only=True)
+    assert [m.numel() for m in saved["outer_moments"]] == [probs.numel()] * 2 + [1, 1]
+    resumed = LDS(**settings).fit(data, resume=ck)
+    assert torch.equal(resumed.distribution_.probs, probs)
+    assert [h["val_acc"] for h in resumed.history_] == [h["val_acc"] for h in full.history_]
+    saved["outer_moments"] = []
+    torch.save(saved, ck)
+    with pytest.raises(ValueError, match="lacks the outer Adam moments"):
+        LDS(**settings).fit(data, resume=ck)
+    with pytest.raises(ValueError, match="outer_optimizer must be one of 'sgd', 'adam'"):
+        LDS(outer_optimizer="rmsprop").fit(data)
