@@ -64,19 +64,23 @@ def one_run(task: dict[str, Any]) -> dict[str, Any]:
         "lds_test": round(model.score(data, data.test_mask), 4),
         "lds_val": round(model.best_val_acc_, 4),
     }
-    # θ on the given graph's true and noise edges (the pairs are undirected, i < j)
+    # θ on the given graph's true and noise edges (the pairs are undirected, i < j; searchsorted on sorted keys)
     edge_index, probs = model.edge_probs()
     n = data.num_nodes
-    keys = edge_index[0] * n + edge_index[1]
-    theta = dict(zip(keys.tolist(), probs.tolist()))
+    keys, order = (edge_index[0] * n + edge_index[1]).sort()
+    probs = probs[order]
 
     def mean_theta(ei: torch.Tensor) -> float:
-        ks = (ei[0] * n + ei[1])[ei[0] < ei[1]].tolist()
-        return round(sum(theta.get(k, 0.0) for k in ks) / max(len(ks), 1), 4)
+        ks = (ei[0] * n + ei[1])[ei[0] < ei[1]]
+        if ks.numel() == 0 or keys.numel() == 0:
+            return 0.0
+        pos = torch.searchsorted(keys, ks).clamp_max(keys.numel() - 1)
+        theta = torch.where(keys[pos] == ks, probs[pos], torch.zeros_like(probs[pos]))
+        return round(float(theta.double().mean()), 4)
 
     given = data.edge_index
-    noise_keys = set((data.noise_edge_index[0] * n + data.noise_edge_index[1]).tolist())
-    is_noise = torch.tensor([k in noise_keys for k in (given[0] * n + given[1]).tolist()])
+    noise_keys = (data.noise_edge_index[0] * n + data.noise_edge_index[1]).unique()
+    is_noise = torch.isin(given[0] * n + given[1], noise_keys)
     out["theta_true_edges"] = mean_theta(given[:, ~is_noise])
     out["theta_noise_edges"] = mean_theta(given[:, is_noise])
     for name, graph in (("gcn_given", "given"), ("gcn_knn", "knn")):
@@ -107,26 +111,34 @@ def fitted_slope(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
+def settings(task: dict[str, Any]) -> str:
+    """The run's LDS settings beside the defaults, as JSON (``defaults`` when none)."""
+    return json.dumps(task["lds"], sort_keys=True) if task.get("lds") else "defaults"
+
+
 def summary(store: Store) -> str:
     rows = [(r["task"], r) for r in store.records.values() if r.get("status") == "ok"]
-    rows.sort(key=lambda tr: (tr[0]["n"], tr[0]["noise"], tr[0]["seed"]))
-    head = ("| N | noise | seed | pairs | setup s | step s | iter s | fit s | outer iters | peak RSS MB | LDS | "
-            "GCN given | GCN kNN | LDS − GCN | θ true | θ noise |")
+    rows.sort(key=lambda tr: (settings(tr[0]), tr[0]["n"], tr[0]["noise"], tr[0]["seed"]))
+    head = ("| LDS settings | N | noise | seed | pairs | setup s | step s | iter s | fit s | outer iters | "
+            "peak RSS MB | LDS | GCN given | GCN kNN | LDS − GCN | θ true | θ noise |")
     lines = ["# LDS at scale (examples/scale.py)", "", f"{len(rows)} finished runs held: "
              + ", ".join(f"N={t['n']} seed={t['seed']}" for t, _ in rows), "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for t, r in rows:
-        lines.append(f"| {t['n']} | {t['noise']} | {t['seed']} | {r['num_pairs']} | {r['setup_s']} | {r['step_s']} | "
+        lines.append(f"| {settings(t)} | {t['n']} | {t['noise']} | {t['seed']} | {r['num_pairs']} | {r['setup_s']} | "
+                     f"{r['step_s']} | "
                      f"{r['iter_s']} | {r['fit_s']} | {r['outer_iters']} | {r['peak_rss_mb']} | {r['lds_test']:.4f} | "
                      f"{r['gcn_given_test']:.4f} | {r['gcn_knn_test']:.4f} | "
                      f"{100 * (r['lds_test'] - r['gcn_given_test']):+.1f} | {r['theta_true_edges']} | "
                      f"{r['theta_noise_edges']} |")
-    pairs = [float(r["num_pairs"]) for _, r in rows]
-    if len({int(p) for p in pairs}) >= 2:
-        s_step = fitted_slope(pairs, [float(r["step_s"]) for _, r in rows])
-        s_rss = fitted_slope(pairs, [float(r["peak_rss_mb"]) for _, r in rows])
-        lines += ["", f"Fitted log-log slope against candidate pairs: per-step time {s_step:.2f}, "
-                  f"peak RSS {s_rss:.2f}."]
+    for group in sorted({settings(t) for t, _ in rows}):
+        held = [r for t, r in rows if settings(t) == group]
+        pairs = [float(r["num_pairs"]) for r in held]
+        if len({int(p) for p in pairs}) >= 2:
+            s_step = fitted_slope(pairs, [float(r["step_s"]) for r in held])
+            s_rss = fitted_slope(pairs, [float(r["peak_rss_mb"]) for r in held])
+            lines += ["", f"Fitted log-log slope against candidate pairs, LDS settings {group}: per-step time "
+                      f"{s_step:.2f}, peak RSS {s_rss:.2f} ({len(held)} runs)."]
     return "\n".join(lines) + "\n"
 
 
