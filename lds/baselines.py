@@ -3,7 +3,9 @@
 - ``graph="given"``: GCN on the input graph (Kipf & Welling, 2017);
 - ``"random"``: GCN-RND, the input graph plus a fresh set of uniformly random pairs at every step;
 - ``"knn"``: kNN-GCN; ``"erdos_renyi"``: Sparse-GCN on an Erdős–Rényi graph;
-- ``"dense"``: Dense-GCN, the complete graph with equal weights; ``"rbf"``: RBF-GCN, a dense RBF kernel.
+- ``"dense"``: Dense-GCN, the complete graph with equal weights; ``"rbf"``: RBF-GCN, a dense RBF kernel;
+- ``"none"``: no edges, only the self-loops: ``Â = I`` and the network is the 2-layer MLP
+  ``relu(X W₁) W₂`` (no biases, the same dropout and weight decay), whatever ``data.edge_index`` holds.
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ from .model import (
 from .propagation import pairs_from_edge_index
 from .typing import GraphData, NetParams
 
-GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf")
+GRAPHS = ("given", "random", "knn", "erdos_renyi", "dense", "rbf", "none")
 
 
 class GCNBaseline(BaseEstimator):
     """A 2-layer GCN trained with Adam, early-stopped on the same validation half as :class:`~lds.LDS`.
 
     Args:
-        graph: one of ``"given"``, ``"random"``, ``"knn"``, ``"erdos_renyi"``, ``"dense"``, ``"rbf"``.
+        graph: one of ``"given"``, ``"random"``, ``"knn"``, ``"erdos_renyi"``, ``"dense"``, ``"rbf"``, ``"none"``
+            (the MLP baseline: self-loops only, the given edges are ignored).
         k, metric: kNN graph (``"knn"``).
         num_random_edges: pairs added per step for ``"random"`` (default: as many as the given graph has).
         er_prob: edge probability of ``"erdos_renyi"`` (default ``k / N``, about the kNN degree).
@@ -119,6 +122,8 @@ class GCNBaseline(BaseEstimator):
             if edge_index.numel() == 0 and self.graph == "given":
                 raise ValueError("graph='given' needs data.edge_index; use graph='knn' without an input graph.")
             pairs = pairs_from_edge_index(edge_index) if edge_index.numel() else torch.empty(2, 0, dtype=torch.long)
+        elif self.graph == "none":  # self-loops only (added by the normalisation): Â = I, a 2-layer MLP
+            pairs = torch.empty(2, 0, dtype=torch.long)
         elif self.graph == "knn":
             from lds.datasets import knn_graph
 

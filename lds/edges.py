@@ -137,10 +137,11 @@ class EdgeDistribution:
     def draw(self, generator: torch.Generator) -> EdgeUniforms:
         """The uniforms of one sample, for the pairs with θ > 0 only (pairs with θ = 0 are never drawn).
 
-        Drawn on the CPU generator, so a seed gives the same graphs on every device.
+        Drawn on the generator's device: a CPU generator gives the same graphs on every device (a host draw
+        and a copy), a generator on θ's device draws there without a copy.
         """
         support = self.support()
-        u = torch.rand(support.numel(), generator=generator, dtype=self.probs.dtype, device="cpu")
+        u = torch.rand(support.numel(), generator=generator, dtype=self.probs.dtype, device=generator.device)
         return EdgeUniforms(support, u.to(self.probs.device))
 
     def uniforms(self, generator: torch.Generator) -> Tensor:

@@ -433,7 +433,11 @@ class FitState:
         with torch.no_grad():
             self.theta.copy_(ck["probs"])
             self.lr_logit.copy_(ck["lr_logit"])
-        self.generator.set_state(ck["generator"])
+        try:
+            self.generator.set_state(ck["generator"])
+        except RuntimeError as exc:
+            raise ValueError(f"the checkpoint's generator state does not fit this fit's {self.generator.device} "
+                             f"generator ({exc}): resume with the same rng_device and device.") from exc
         self.set_num_updates(ck["num_updates"])
         moments = list(ck.get("outer_moments", []))
         if moments:
@@ -557,6 +561,10 @@ class LDS(BaseEstimator):
             ``"gcnconv"``, ``"graphconv"`` or a factory ``(in_channels, out_channels) -> MessagePassing``
             (PyG layers taking ``edge_weight``), run through :class:`bilevel_core.FunctionalModule`.
         checkpoint_every: outer iterations between checkpoints (when ``checkpoint`` is given to fit).
+        rng_device: where the fit's random numbers (graph samples, dropout, initial weights) are drawn.
+            ``"cpu"``: on a CPU generator, so that a seed gives the same fit on every device (a host draw and
+            a copy per step of the size of θ's support). ``"device"``: on a generator of ``device`` (no host
+            draw and no copy on a GPU; on the CPU the two are the same).
         variant: ``"paper"`` is the paper's Algorithm 7: the GCN weights kept are those trained (on the
             training labels only) in the best outer iteration. ``"refit"`` runs Algorithm 7 unchanged, then
             refits the weights from a fresh initialisation on train ∪ the outer validation half, on a fresh
@@ -599,6 +607,7 @@ class LDS(BaseEstimator):
         normalize_features: bool | str = "auto",
         backbone: str | Callable[[int, int], Any] = "gcn",
         checkpoint_every: int = 5,
+        rng_device: str = "cpu",
         variant: str = "paper",
         seed: int = 0,
         device: str = "cpu",
@@ -632,6 +641,7 @@ class LDS(BaseEstimator):
         self.normalize_features = normalize_features
         self.backbone = backbone
         self.checkpoint_every = checkpoint_every
+        self.rng_device = rng_device
         self.variant = variant
         self.seed = seed
         self.device = device
@@ -674,6 +684,8 @@ class LDS(BaseEstimator):
         a, b = INNER_LR_RANGE
         if self.learn_inner_lr and not a < self.inner_lr < b:
             raise ValueError(f"inner_lr must be in ({a}, {b}) when learned, got {self.inner_lr}.")
+        if self.rng_device not in ("cpu", "device"):
+            raise ValueError(f"rng_device must be 'cpu' or 'device', got {self.rng_device!r}.")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}.")
         if self.candidates not in ("auto", "all", "sparse"):
@@ -687,6 +699,11 @@ class LDS(BaseEstimator):
     @property
     def _torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def _generator(self, offset: int) -> torch.Generator:
+        """A generator seeded ``seed + offset`` (a stream of its own per use), on ``rng_device``."""
+        device = torch.device(self.device) if self.rng_device == "device" else torch.device("cpu")
+        return torch.Generator(device=device).manual_seed(int(self.seed) + offset)
 
     @property
     def outer_lr_value(self) -> float:
@@ -758,7 +775,8 @@ class LDS(BaseEstimator):
 
             # one search for the larger k: the nearest k of the k_max nearest (node-major, nearest first)
             k_max = max(self.k, k_cand)
-            directed = knn_graph(prep.x.cpu(), k_max, metric=self.metric, symmetric=False).view(2, n, k_max)
+            directed = knn_graph(prep.x, k_max, metric=self.metric, symmetric=False,
+                                 device=prep.x.device).view(2, n, k_max)  # the search runs on the model's device
 
             def nearest(k: int) -> Tensor:
                 return both_directions(undirected_pairs(directed[:, :, :k].reshape(2, -1)))
@@ -897,7 +915,7 @@ class LDS(BaseEstimator):
             optimizer = InverseTimeAdam(outer_params, lr=self.outer_lr_value, decay=float(self.outer_lr_decay))
         else:
             optimizer = InverseTimeSGD(outer_params, lr=self.outer_lr_value, decay=float(self.outer_lr_decay))
-        return FitState(theta=theta, lr_logit=lr_logit, generator=torch.Generator(device="cpu").manual_seed(
+        return FitState(theta=theta, lr_logit=lr_logit, generator=self._generator(0).manual_seed(
             int(self.seed)), optimizer=optimizer)
 
     def _hyper_optimizer(self, prep: PreparedData, dist: EdgeDistribution, state: FitState
@@ -967,7 +985,7 @@ class LDS(BaseEstimator):
         refit_prep.features = prep.features  # the same x: share its derived tensors
         inner, _ = lds_objectives(refit_prep, dist, sampling=self.sampling, dropout=self.dropout,
                                   weight_decay=self.weight_decay, backbone=self.backbone_)
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed) + 104729)  # its own stream, seeded
+        gen = self._generator(104729)  # its own stream, seeded
         params: NetParams
         if self.backbone_ is None:
             params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
@@ -999,7 +1017,7 @@ class LDS(BaseEstimator):
     # ------------------------------------------------------------------ evaluation
     def _mean_proba(self, params: NetParams, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:
         """Class probabilities averaged over S graphs ``A ~ Ber(θ)`` (or on ``A = θ`` without sampling)."""
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7919)
+        gen = self._generator(7919)
         with torch.no_grad():
             if not self.sampling:
                 return torch.softmax(network_logits(params, prep, theta, dist.candidates, backbone=self.backbone_),
@@ -1301,7 +1319,6 @@ def _load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path}: best['params'] must hold weight tensors")
         if ck["generator"].dtype != torch.uint8 or ck["generator"].dim() != 1:
             raise ValueError(f"{path}: 'generator' must be a torch.Generator state (a 1-D uint8 tensor)")
-        torch.Generator().set_state(ck["generator"])
         if ck["probs"].dim() != 1 or not ck["probs"].is_floating_point() or ck["lr_logit"].numel() != 1:
             raise ValueError(f"{path}: 'probs' must be a 1-D float tensor and 'lr_logit' a scalar")
         if min(ck["since_best"], ck["iteration"], ck["num_updates"]) < 0 or not ck["best"]["params"]:

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from lds.datasets import knn_graph, planted_partition
 from torch.profiler import ProfilerActivity, profile
 
 from lds import LDS
-from lds.datasets import knn_graph, planted_partition
 from lds.propagation import pairs_from_edge_index
 
 
@@ -41,3 +41,30 @@ def test_a_sparse_fit_never_allocates_an_n_by_n_tensor():
     largest = max(e.cpu_memory_usage for e in prof.events())
     assert 0 < largest < n * n * 4 // 2, largest
     assert model.distribution_.probs.numel() < 20 * n
+
+
+def test_rng_device_is_the_same_fit_on_the_cpu_and_checked():
+    """rng_device="device" draws on a generator of the model's device: on the CPU that is the CPU generator, so the
+    fit is identical; a bad value is a clear error."""
+    data = planted_partition(120, num_classes=3, num_features=8, num_val=30, seed=1)
+    settings = dict(candidates="sparse", max_outer_iters=2, max_inner_steps=20, num_samples=2, verbose=False)
+    a = LDS(**settings).fit(data)
+    b = LDS(rng_device="device", **settings).fit(data)
+    assert torch.equal(a.distribution_.probs, b.distribution_.probs)
+    assert torch.equal(a.predict_proba(data), b.predict_proba(data))
+    with pytest.raises(ValueError, match="rng_device must be 'cpu' or 'device'"):
+        LDS(rng_device="gpu").fit(data)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_device_on_cuda_draws_there_and_resumes(tmp_path):
+    data = planted_partition(400, num_classes=4, num_features=8, num_val=60, seed=1)
+    settings = dict(candidates="sparse", max_outer_iters=3, max_inner_steps=20, num_samples=2, verbose=False,
+                    device="cuda", rng_device="device", checkpoint_every=1)
+    full = LDS(**settings).fit(data)
+    ck = tmp_path / "ck.pt"
+    LDS(**{**settings, "max_outer_iters": 2}).fit(data, checkpoint=ck)
+    resumed = LDS(**settings).fit(data, resume=ck)
+    assert torch.equal(full.distribution_.probs, resumed.distribution_.probs)
+    probs = full.distribution_.probs
+    assert probs.is_cuda and 0.0 <= float(probs.min()) and float(probs.max()) <= 1.0
