@@ -115,17 +115,19 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
     if args.random_splits or held("random_split"):
         lines += ["", "## Random splits (20 labelled nodes per class, full graph, model seed 0)", "",
                   "| dataset | method | splits | val acc (%) | test acc (%) |", "|---|---|---|---|---|"]
-        pairs = []
+        pairs: list[str] = []
+        refit_pairs: list[str] = []
         for dataset in ("cora", "citeseer"):
             cfg = selected(dataset)
             if cfg is None:
                 lines.append(f"| {dataset} | (waiting for the selection runs) | | | |")
                 continue
             by: dict[str, dict[int, float]] = {}
-            for method in ("gcn", "gcn_val", "lds"):
-                tasks = [make_task(dataset, 1.0, method, cfg if method == "lds" else {}, 0, "random_split",
+            for method in ("gcn", "gcn_val", "lds", "lds_refit"):
+                tasks = [make_task(dataset, 1.0, method, cfg if method.startswith("lds") else {}, 0, "random_split",
                                    args.quick, split_seed=k) for k in RANDOM_SPLITS]
-                if run and args.random_splits and dataset in args.datasets:
+                if run and args.random_splits and dataset in args.datasets and (
+                        method != "lds_refit" or method in args.methods):
                     run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
                 recs = [r for r in (store.get(t) for t in tasks) if r is not None and r.get("status") == "ok"]
                 by[method] = {r["task"]["split_seed"]: r["test_acc"] for r in recs}
@@ -135,6 +137,13 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
             n, cells, ahead = paired_cells(by["lds"], [by["gcn"], by["gcn_val"]])
             if n:
                 pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
+            n, cells, ahead = paired_cells(by["lds_refit"], [by["lds"], by["gcn_val"]])
+            if n:
+                refit_pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
+        if refit_pairs:
+            lines += ["", "LDS-refit (issue 26), paired over the splits held (points):", "",
+                      "| dataset | splits | LDS-refit − LDS | LDS-refit − gcn_val | LDS-refit ahead of gcn_val |",
+                      "|---|---|---|---|---|", *refit_pairs]
         if pairs:
             lines += ["", "Paired test-accuracy differences over the splits held by all three methods (points):", "",
                       "| dataset | splits | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
@@ -204,10 +213,19 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         data = delete_edges(data, keep=task["keep"], seed=task["seed"])
     cfg = dict(task["config"])
     quick = task["quick"]
-    if task["method"] == "lds":
+    if task["method"] in ("lds", "lds_refit"):
         extra = {"max_outer_iters": 3, "max_inner_steps": 30, "num_samples": 4} if quick else {}
-        model = fit_resumable(LDS(seed=task["seed"], verbose=False, **cfg, **extra), data, task)
-        return {"val_acc": model.best_val_acc_, "resumed": model.resumed_,
+        variant = "refit" if task["method"] == "lds_refit" else "paper"  # "lds" is the paper's Algorithm 7
+        model = fit_resumable(LDS(seed=task["seed"], verbose=False, variant=variant, **cfg, **extra), data, task)
+        refit = {}
+        if variant == "refit":  # the same fit's Algorithm 7 weights, scored too: an exactly paired comparison
+            refit_params = model.params_
+            model.params_ = model.paper_params_
+            refit = {"test_acc_paper": model.score(data, data.test_mask), "val_acc_paper": model.best_val_acc_,
+                     "refit_steps": model.refit_steps_}
+            model.params_ = refit_params
+        return {"val_acc": model.refit_val_acc_ if variant == "refit" else model.best_val_acc_,
+                "resumed": model.resumed_, **refit,
                 "test_acc": model.score(data, data.test_mask),
                 "expected_edges": model.distribution_.expected_num_edges(), "initial_edges": model.initial_num_edges_,
                 "outer_iters": len(model.history_), "best_iteration": model.best_iteration_,
@@ -226,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=["cora", "citeseer"], choices=["cora", "citeseer"])
     p.add_argument("--keep", nargs="+", type=float, default=[1.0, 0.25, 0.5, 0.75])
     p.add_argument("--methods", nargs="+", default=["gcn", "gcn_rnd", "gcn_val", "lds"],
-                   choices=["gcn", "gcn_rnd", "gcn_val", "lds"],
-                   help="gcn_val: GCN also trained on the validation half LDS uses for θ (not in the paper)")
+                   choices=["gcn", "gcn_rnd", "gcn_val", "lds", "lds_refit"],
+                   help="gcn_val: GCN also trained on the validation half LDS uses for θ (not in the paper); "
+                        "lds_refit: LDS(variant='refit') with the configuration selected for lds (issue 26)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(REPORT_SEEDS), help="reporting seeds")
     p.add_argument("--selection-seeds", nargs="+", type=int, default=list(SELECTION_SEEDS))
     p.add_argument("--workers", type=int, default=1, help="fits side by side (one thread each when > 1)")
@@ -258,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_all(run_one, sel, store, workers=args.workers, threads=args.threads)
             tasks = []
             for method in args.methods:
-                if method == "lds":
+                if method in ("lds", "lds_refit"):
                     cfg, _ = select_config(store, lambda c, s, d=dataset, k=keep: make_task(
                         d, k, "lds", c, s, "selection", args.quick), LDS_GRID, args.selection_seeds)
                     if cfg is None:
@@ -288,6 +307,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                  "|---|---|---|---|---|---|"]
     pair_rows = ["| dataset | edges kept | seeds | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
                  "|---|---|---|---|---|---|"]
+    refit_rows = ["| dataset | edges kept | seeds | LDS-refit − LDS (same fit) | LDS-refit − gcn_val | "
+                  "LDS-refit ahead of gcn_val |", "|---|---|---|---|---|---|"]
     curves: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     held = []
     for dataset in datasets:
@@ -308,7 +329,7 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                              f"{statistics.median(lds_fits) / 60 if lds_fits else float('nan'):.1f} | "
                              f"{sum(run_seconds(r) for r in here) / 3600:.2f} |")
             test_by_seed: dict[str, dict[int, float]] = {}
-            for method in ("gcn", "gcn_rnd", "gcn_val", "lds"):
+            for method in ("gcn", "gcn_rnd", "gcn_val", "lds", "lds_refit"):
                 recs = [r for r in here if r["task"]["method"] == method and r["task"]["role"] == "report"]
                 test_by_seed[method] = {r["task"]["seed"]: r["test_acc"] for r in recs}
                 if not recs:
@@ -318,7 +339,7 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                 test = [r["test_acc"] for r in recs]
                 held.append(f"{dataset}/{keep}/{method}: seeds {sorted(r['task']['seed'] for r in recs)}")
                 edges = ""
-                if method == "lds":
+                if method in ("lds", "lds_refit"):
                     e = [r["expected_edges"] for r in recs]
                     edges = f"{sum(e) / len(e):.0f} ({recs[0]['initial_edges']:.0f})"
                     if dataset == "cora":
@@ -331,6 +352,11 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             n, cells, ahead = paired_cells(test_by_seed["lds"], [test_by_seed["gcn"], test_by_seed["gcn_val"]])
             if n:
                 pair_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} |")
+            refits = [r for r in here if r["task"]["method"] == "lds_refit" and r["task"]["role"] == "report"]
+            paper_same_fit = {r["task"]["seed"]: r["test_acc_paper"] for r in refits}
+            n, cells, ahead = paired_cells(test_by_seed["lds_refit"], [paper_same_fit, test_by_seed["gcn_val"]])
+            if n:
+                refit_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} |")
     n_sel = sum(1 for r in grid if r["task"]["role"] == "selection" and r["task"]["config"] in LDS_GRID)
     text = ["# Edge deletion (LDS paper Figure 9.2)", "",
             f"Configurations tried for LDS: {len(LDS_GRID)} (τ ∈ {{5, 20}} × outer lr ∈ {{1.0, 0.1}}), "
@@ -340,7 +366,13 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             "(not in the paper) is GCN also trained on that outer half: the same labels as LDS.", "",
             *rows, "", "## Paired test-accuracy differences (points; same seed, so same split halves and "
             "deleted edges)", "",
-            *pair_rows, "", "## Selection (LDS): mean early-stopping validation accuracy (%) (selection runs held)", "",
+            *pair_rows, *(["", "## LDS with the weights refitted (variant='refit', issue 26): paired differences "
+                           "(points, mean ± std over seeds; same seeds, so same split halves and deleted edges)", "",
+                           "lds_refit runs Algorithm 7 unchanged with the configuration selected for lds, then refits "
+                           "the GCN on train ∪ the outer half on graphs sampled from the learned θ, early-stopped on "
+                           "the other half. 'Same fit' compares with that run's own Algorithm 7 weights.", "",
+                           *refit_rows] if len(refit_rows) > 2 else []),
+            "", "## Selection (LDS): mean early-stopping validation accuracy (%) (selection runs held)", "",
             *sel_rows, "", "## Wall time (one thread per run, 2-core machine shared by two runners)", "",
             "A fit resumed from its checkpoint counts the time of every process that ran it; fits resumed before "
             "2026-11-29 count their last part only.", "",
