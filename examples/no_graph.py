@@ -118,7 +118,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         candidates = "sparse" if task["dataset"] == "20news" else "auto"
         extra = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2} if quick else {}
         model = fit_resumable(LDS(seed=seed, verbose=False, sampling=method == "knn_lds", candidates=candidates,
-                                  **cfg, **extra), data, task)
+                                  outer_optimizer="sgd", **cfg, **extra), data, task)
         return {"val_acc": model.best_val_acc_, "resumed": model.resumed_,
                 "test_acc": model.score(data, data.test_mask),
                 "expected_edges": model.distribution_.expected_num_edges(), "initial_edges": model.initial_num_edges_,

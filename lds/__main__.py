@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hypergrad-every", type=int, default=d["hypergrad_every"],
                    help="τ: inner steps per hypergradient window")
     p.add_argument("--truncate", type=int, default=d["truncate"], help="steps back-propagated per window (default τ)")
-    p.add_argument("--outer-lr", type=float, default=d["outer_lr"], help="outer SGD learning rate η₀ for θ")
+    p.add_argument("--outer-lr", type=float, default=d["outer_lr"],
+                   help="outer learning rate η₀ for θ (default: 1.0 with SGD on all pairs, 0.01 with Adam on sparse "
+                        "candidates)")
     p.add_argument("--fixed-inner-lr", action="store_true", help="do not learn the inner learning rate")
     p.add_argument("--num-samples", type=int, default=d["num_samples"], help="S: graphs averaged for predictions")
     p.add_argument("--patience", type=int, default=d["patience"], help="early-stopping patience (outer iterations)")
@@ -200,9 +202,10 @@ def run(args: argparse.Namespace) -> int:
                 candidates=args.candidates, k=args.k, metric=args.metric, sampling=not args.dense,
                 seed=args.seed, device=args.device, verbose=not args.quiet)
     name = ("LDS" if has_graph else "kNN-LDS") + (" (dense)" if args.dense else "")
-    print(f"setting: {name}, {_setting(model, data.num_nodes, has_graph)}, τ={args.hypergrad_every}, outer lr "
-          f"{args.outer_lr}, k={args.k} ({args.metric}), seed {args.seed}, device {args.device}, "
-          f"{torch.get_num_threads()} CPU thread(s)")
+    outer = model.resolved_outer_optimizer(all_pairs=model._resolved_candidates(data.num_nodes) == "all")
+    print(f"setting: {name}, {_setting(model, data.num_nodes, has_graph)}, τ={args.hypergrad_every}, outer "
+          f"{outer} lr {model.outer_lr_value(outer)}, k={args.k} ({args.metric}), seed {args.seed}, device "
+          f"{args.device}, {torch.get_num_threads()} CPU thread(s)")
     base_acc: dict[str, float] = {}
     base_name = "GCN" if has_graph else f"kNN-GCN (k={args.k}, {args.metric})"
     if not args.no_baseline:

@@ -539,7 +539,8 @@ class LDS(BaseEstimator):
         outer_optimizer: ``"sgd"``, the paper's projected SGD ``θ ← Proj(θ - η_k g)`` (Algorithm 7), or
             ``"adam"``, projected Adam (Kingma & Ba 2015, Alg. 1) on θ and λ with step ``η_k``: a per-pair
             adaptive step, so that θ moves at every graph size even though one pair's hypergradient shrinks
-            as the graph grows.
+            as the graph grows. ``"auto"`` (default): ``"sgd"`` on all pairs (the paper's setting: Cora,
+            Citeseer), ``"adam"`` on a sparse candidate set (large graphs), as measured in docs/results.md.
         inner_lr: initial inner Adam learning rate (0.02).
         learn_inner_lr: learn it as ``a + σ(λ)(b - a)``, ``(a, b) = (1e-4, 0.05)``.
         num_samples: S, graphs averaged for predictions.
@@ -584,7 +585,7 @@ class LDS(BaseEstimator):
         truncate: int | None = None,
         outer_lr: float | None = None,
         outer_lr_decay: float = 1e-3,
-        outer_optimizer: str = "sgd",
+        outer_optimizer: str = "auto",
         inner_lr: float = 0.02,
         learn_inner_lr: bool = True,
         inner_eps: float = 1e-8,
@@ -670,8 +671,8 @@ class LDS(BaseEstimator):
         positive_int("max_all_pairs")
         if self.outer_lr is not None:
             check_float_setting(self, "outer_lr", 0.0, low_open=True)
-        if self.outer_optimizer not in OUTER_OPTIMIZERS:
-            raise ValueError(f"outer_optimizer must be one of {', '.join(map(repr, OUTER_OPTIMIZERS))}, got "
+        if self.outer_optimizer not in ("auto", *OUTER_OPTIMIZERS):
+            raise ValueError(f"outer_optimizer must be one of 'auto', {', '.join(map(repr, OUTER_OPTIMIZERS))}, got "
                              f"{self.outer_optimizer!r}.")
         check_float_setting(self, "outer_lr_decay", 0.0)
         check_float_setting(self, "inner_lr", 0.0, low_open=True)
@@ -705,10 +706,15 @@ class LDS(BaseEstimator):
         device = torch.device(self.device) if self.rng_device == "device" else torch.device("cpu")
         return torch.Generator(device=device).manual_seed(int(self.seed) + offset)
 
-    @property
-    def outer_lr_value(self) -> float:
-        """η₀: ``outer_lr``, or the outer optimiser's default step when it is ``None``."""
-        return float(OUTER_OPTIMIZERS[self.outer_optimizer] if self.outer_lr is None else self.outer_lr)
+    def resolved_outer_optimizer(self, all_pairs: bool) -> str:
+        """``"sgd"`` or ``"adam"``: ``outer_optimizer``, with ``"auto"`` resolved by the candidate set."""
+        if self.outer_optimizer != "auto":
+            return self.outer_optimizer
+        return "sgd" if all_pairs else "adam"
+
+    def outer_lr_value(self, optimizer: str) -> float:
+        """η₀: ``outer_lr``, or the default step of ``optimizer`` (``"sgd"`` or ``"adam"``) when it is ``None``."""
+        return float(OUTER_OPTIMIZERS[optimizer] if self.outer_lr is None else self.outer_lr)
 
     # ------------------------------------------------------------------ setup
     def _prepare(self, data: GraphData, *, fingerprint: bool) -> tuple[PreparedData, dict[str, Any]]:
@@ -911,10 +917,18 @@ class LDS(BaseEstimator):
         lr_logit = torch.tensor(logit, dtype=self._torch_dtype, device=torch.device(self.device), requires_grad=True)
         outer_params = [theta, lr_logit] if self.learn_inner_lr else [theta]
         optimizer: InverseTimeSGD
-        if self.outer_optimizer == "adam":
-            optimizer = InverseTimeAdam(outer_params, lr=self.outer_lr_value, decay=float(self.outer_lr_decay))
+        name = self.resolved_outer_optimizer(dist.is_all_pairs)
+        lr, decay = self.outer_lr_value(name), float(self.outer_lr_decay)
+        if name == "adam":
+            if lr > 0.2:
+                why = "outer_optimizer='auto' on sparse candidates" if self.outer_optimizer == "auto" else "adam"
+                warnings.warn(f"outer_lr={lr} with the Adam outer step ({why}): Adam moves every θ by about the "
+                              "step per update, so θ ∈ [0, 1] jumps to a bound; use a step of 0.001-0.05 (the default "
+                              "0.01: outer_lr=None), or outer_optimizer='sgd'.",
+                              stacklevel=4)
+            optimizer = InverseTimeAdam(outer_params, lr=lr, decay=decay)
         else:
-            optimizer = InverseTimeSGD(outer_params, lr=self.outer_lr_value, decay=float(self.outer_lr_decay))
+            optimizer = InverseTimeSGD(outer_params, lr=lr, decay=decay)
         return FitState(theta=theta, lr_logit=lr_logit, generator=self._generator(0).manual_seed(
             int(self.seed)), optimizer=optimizer)
 
@@ -1174,7 +1188,7 @@ class LDS(BaseEstimator):
             )
         moments = ck.get("outer_moments", [])
         sizes = [dist.pairs.size(1)] * 2 + ([1, 1] if self.learn_inner_lr else [])
-        if self.outer_optimizer == "adam" and ck["num_updates"] > 0 and (
+        if self.resolved_outer_optimizer(dist.is_all_pairs) == "adam" and ck["num_updates"] > 0 and (
                 not isinstance(moments, list) or not all(isinstance(m, Tensor) for m in moments)
                 or [m.numel() for m in moments] != sizes):
             raise ValueError(f"the checkpoint {path} lacks the outer Adam moments of θ (and λ) that resume needs: "

@@ -108,7 +108,7 @@ class KNNLDSClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.5,
         candidates: str = "auto",
         hypergrad_every: int = 5,
-        outer_lr: float = 1.0,
+        outer_lr: float | None = None,
         num_samples: int = 16,
         patience: int = 20,
         max_inner_steps: int = 400,

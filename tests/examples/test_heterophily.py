@@ -114,7 +114,7 @@ def test_summary_tables():
     # (d) and the selection table
     assert "| dataset | mlp | gcn | gcn_val | lds | knn_lds | total, every run held (h, one thread) |" in text
     assert "| cornell | 2.0 | 2.0 | 2.0 | 30.0 | 30.0 | 0.10 |" in text  # LDS: fit_s (30 s) > wall_s; 378 s in all
-    assert "| cornell | lds | 70.0 | 65.0 | {'outer_lr': 1.0} |" in text
+    assert f"| cornell | lds | 70.0 | 65.0 | {het.LDS_GRID[0]} |" in text
     assert "| texas | lds | – | – | pending |" in text  # split 1 failed: no choice yet
 
 

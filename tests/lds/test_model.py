@@ -437,7 +437,9 @@ def test_adam_outer_optimizer_moves_theta_and_resumes_exactly(tmp_path):
     settings = dict(hypergrad_every=5, max_outer_iters=5, patience=50, num_samples=4, max_inner_steps=40,
                     checkpoint_every=2, seed=5, verbose=False, outer_optimizer="adam")
     full = LDS(**settings).fit(data)
-    assert full.outer_lr_value == 0.01 and LDS().outer_lr_value == 1.0
+    assert full.outer_lr_value("adam") == 0.01 and LDS().outer_lr_value("sgd") == 1.0
+    assert LDS().resolved_outer_optimizer(all_pairs=True) == "sgd"
+    assert LDS().resolved_outer_optimizer(all_pairs=False) == "adam"
     probs = full.distribution_.probs
     assert 0.0 <= float(probs.min()) and float(probs.max()) <= 1.0
     ck = tmp_path / "ck.pt"
@@ -451,5 +453,7 @@ def test_adam_outer_optimizer_moves_theta_and_resumes_exactly(tmp_path):
     torch.save(saved, ck)
     with pytest.raises(ValueError, match="lacks the outer Adam moments"):
         LDS(**settings).fit(data, resume=ck)
-    with pytest.raises(ValueError, match="outer_optimizer must be one of 'sgd', 'adam'"):
+    with pytest.warns(UserWarning, match=r"outer_lr=1.0 with the Adam outer step \(outer_optimizer='auto' on sparse"):
+        LDS(candidates="sparse", outer_lr=1.0, max_outer_iters=1, max_inner_steps=5, verbose=False).fit(data)
+    with pytest.raises(ValueError, match="outer_optimizer must be one of 'auto', 'sgd', 'adam'"):
         LDS(outer_optimizer="rmsprop").fit(data)
