@@ -63,6 +63,8 @@ def one_run(task: dict[str, Any]) -> dict[str, Any]:
         "best_iteration": model.best_iteration_,
         "lds_test": round(model.score(data, data.test_mask), 4),
         "lds_val": round(model.best_val_acc_, 4),
+        "outer_optimizer": model.resolved_outer_optimizer(model.distribution_.is_all_pairs),
+        "outer_lr": model.outer_lr_value(model.resolved_outer_optimizer(model.distribution_.is_all_pairs)),
     }
     # θ on the given graph's true and noise edges (the pairs are undirected, i < j; searchsorted on sorted keys)
     edge_index, probs = model.edge_probs()
