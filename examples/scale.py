@@ -49,7 +49,8 @@ def one_run(task: dict[str, Any]) -> dict[str, Any]:
     t = time.perf_counter()
     data = planted_partition(task["n"], noise=task["noise"], seed=task["seed"])
     gen_s = time.perf_counter() - t
-    model = LDS(seed=task["seed"], verbose=False, **task.get("lds", {}))
+    device = task.get("device", "cpu")
+    model = LDS(seed=task["seed"], verbose=False, device=device, **task.get("lds", {}))
     fit_resumable(model, data, task)
     steps = sum(int(r["inner_steps"]) for r in model.history_)
     out: dict[str, Any] = {
@@ -101,12 +102,15 @@ def one_run(task: dict[str, Any]) -> dict[str, Any]:
         out[f"theta_noise_{name}"] = mean_theta(given[:, is_noise & sel])
     for name, graph in (("gcn_given", "given"), ("gcn_knn", "knn")):
         t = time.perf_counter()
-        base = GCNBaseline(graph=graph, seed=task["seed"]).fit(data)
+        base = GCNBaseline(graph=graph, seed=task["seed"], device=device).fit(data)
         out[name + "_test"] = round(base.score(data, data.test_mask), 4)
         out[name + "_s"] = round(time.perf_counter() - t, 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["torch"] = torch.__version__
     out["machine"] = f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f} at the end"
+    if torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20)
     return out
 
 
@@ -128,8 +132,9 @@ def fitted_slope(xs: list[float], ys: list[float]) -> float:
 
 
 def settings(task: dict[str, Any]) -> str:
-    """The run's LDS settings beside the defaults, as JSON (``defaults`` when none)."""
-    return json.dumps(task["lds"], sort_keys=True) if task.get("lds") else "defaults"
+    """The run's LDS settings beside the defaults, as JSON (``defaults`` when none), and its device if not the CPU."""
+    text = json.dumps(task["lds"], sort_keys=True) if task.get("lds") else "defaults"
+    return text + (f" on {task['device']}" if task.get("device", "cpu") != "cpu" else "")
 
 
 def summary(store: Store) -> str:
@@ -194,6 +199,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--noise", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="device of LDS and the GCN baselines (e.g. cuda; recorded)")
     p.add_argument("--lds", default="{}", help="JSON of LDS settings other than the defaults (recorded per run)")
     p.add_argument("--out", default=OUT)
     p.add_argument("--summary", action="store_true", help="only write the summary and plot from the records")
@@ -208,6 +214,7 @@ def main() -> None:
         os.environ.setdefault(CHECKPOINT_ENV, os.path.join(args.out, "checkpoints"))
         extra = json.loads(args.lds)
         tasks = [{"n": n, "seed": s, "noise": args.noise, "threads": args.threads,
+                  **({"device": args.device} if args.device != "cpu" else {}),
                   **({"lds": extra} if extra else {})} for n in args.sizes for s in args.seeds]
         run_all(run_in_child, tasks, store, log=lambda m: print(m, flush=True))
         for t in tasks:
