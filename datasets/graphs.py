@@ -99,9 +99,12 @@ def knn_indices(x: torch.Tensor, k: int, metric: str = "cosine", block_bytes: in
     n = x.size(0)
     rows = max(1, min(n, block_bytes // max(1, n * x.element_size())))
     out = torch.empty(n, k, dtype=torch.long)
+    # one score buffer for every block: a fresh rows × n allocation per block costs page faults each time
+    buffer = torch.empty(rows, n, dtype=keys.dtype, device=keys.device)
+    keys_t = keys.T
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        scores = keys[start:stop] @ keys.T
+        scores = torch.mm(keys[start:stop], keys_t, out=buffer[: stop - start])
         if bias is not None:
             scores.mul_(2).sub_(bias)
         local = torch.arange(stop - start, device=x.device)
