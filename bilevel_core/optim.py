@@ -69,9 +69,13 @@ class InverseTimeSGD(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 k = int(state.get("step", 0))
-                p.sub_(self.step_size(group, k) * p.grad)
+                self._update(p, p.grad, group, state, k)
                 state["step"] = k + 1
         return loss
+
+    def _update(self, p: Tensor, grad: Tensor, group: dict[str, Any], state: dict[str, Any], k: int) -> None:
+        """Update ``k`` of one tensor: ``λ ← λ - η_k g``."""
+        p.sub_(self.step_size(group, k) * grad)
 
 
 class InverseTimeAdam(InverseTimeSGD):
@@ -99,27 +103,14 @@ class InverseTimeAdam(InverseTimeSGD):
             group.setdefault("betas", tuple(float(b) for b in betas))
             group.setdefault("eps", eps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One Adam update of every tensor that has a gradient; returns ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                k = int(state.get("step", 0))
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(b1).add_(p.grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                denom = (v / (1 - b2 ** (k + 1))).sqrt_().add_(group["eps"])
-                p.addcdiv_(m, denom, value=-self.step_size(group, k) / (1 - b1 ** (k + 1)))
-                state["step"] = k + 1
-        return loss
+    def _update(self, p: Tensor, grad: Tensor, group: dict[str, Any], state: dict[str, Any], k: int) -> None:
+        """Update ``k`` of one tensor: Adam's moments, then ``λ ← λ - η_k m̂ / (√v̂ + ε)``."""
+        b1, b2 = group["betas"]
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.mul_(b1).add_(grad, alpha=1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (v / (1 - b2 ** (k + 1))).sqrt_().add_(group["eps"])
+        p.addcdiv_(m, denom, value=-self.step_size(group, k) / (1 - b1 ** (k + 1)))

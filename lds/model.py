@@ -953,16 +953,18 @@ class LDS(BaseEstimator):
                               projection=lambda hp: project_theta(hp[:1]), warm_start=True, batches=batches)
         return hopt, make_outer
 
+    def _init_params(self, prep: PreparedData, gen: torch.Generator) -> NetParams:
+        """Fresh network weights from ``gen``: the built-in GCN's Glorot (W1, W2), or the backbone's."""
+        if self.backbone_ is None:
+            return init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
+                                   dtype=self._torch_dtype, device=prep.x.device)
+        return self.backbone_.init_params(gen)
+
     def _outer_iteration(self, prep: PreparedData, dist: EdgeDistribution, hopt: HyperOptimizer,
                          make_outer: Callable[[EdgeUniforms | None], Callable[..., Tensor]],
                          gen: torch.Generator) -> tuple[tuple[Tensor, ...], int]:
         """Reset w, run Adam on fresh samples; every τ steps a truncated hypergradient and a θ update."""
-        params: NetParams
-        if self.backbone_ is None:
-            params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
-                                     dtype=self._torch_dtype, device=prep.x.device)
-        else:
-            params = self.backbone_.init_params(gen)
+        params = self._init_params(prep, gen)
         truncate = self.hypergrad_every if self.truncate is None else self.truncate
         stop = TrainLossStall(self.inner_patience, self.inner_tol)
         # The built-in GCN reaches θ through values = θ or a straight-through sample (∂values/∂θ = I): its pair
@@ -1000,12 +1002,7 @@ class LDS(BaseEstimator):
         inner, _ = lds_objectives(refit_prep, dist, sampling=self.sampling, dropout=self.dropout,
                                   weight_decay=self.weight_decay, backbone=self.backbone_)
         gen = self._generator(104729)  # its own stream, seeded
-        params: NetParams
-        if self.backbone_ is None:
-            params = init_gcn_params(prep.x.size(1), self.hidden, prep.num_classes, generator=gen,
-                                     dtype=self._torch_dtype, device=prep.x.device)
-        else:
-            params = self.backbone_.init_params(gen)
+        params = self._init_params(prep, gen)
         theta = dist.probs.detach()
         hparams = (theta, torch.zeros((), dtype=theta.dtype, device=theta.device))
         dynamics = Adam(inner, lr=float(self.inner_lr_), eps=self.inner_eps)
