@@ -861,7 +861,6 @@ class LDS(BaseEstimator):
         if state.best is None:
             raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
         self._set_fitted(prep, dist, state)
-        assert state.best is not None
         self.paper_params_ = state.best["params"]  # Algorithm 7's weights (the same as params_ unless refit)
         if self.variant == "refit":
             self.params_, self.refit_val_acc_, self.refit_steps_ = self._refit(prep, self.distribution_)
@@ -929,8 +928,7 @@ class LDS(BaseEstimator):
             optimizer = InverseTimeAdam(outer_params, lr=lr, decay=decay)
         else:
             optimizer = InverseTimeSGD(outer_params, lr=lr, decay=decay)
-        return FitState(theta=theta, lr_logit=lr_logit, generator=self._generator(0).manual_seed(
-            int(self.seed)), optimizer=optimizer)
+        return FitState(theta=theta, lr_logit=lr_logit, generator=self._generator(0), optimizer=optimizer)
 
     def _hyper_optimizer(self, prep: PreparedData, dist: EdgeDistribution, state: FitState
                          ) -> tuple[HyperOptimizer, Callable[[EdgeUniforms | None], Callable[..., Tensor]]]:
