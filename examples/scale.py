@@ -39,64 +39,33 @@ from runner import CHECKPOINT_ENV, Store, describe, fit_resumable, keep_freed_me
 OUT = "results/scale"
 
 
-def real_run(task: dict[str, Any]) -> dict[str, Any]:
-    """A real graph of Platonov et al. (``task["dataset"]``, fixed split ``task["split"]``): LDS with its defaults
-    and GCN on the given and on the kNN graph, scored in the dataset's metric (ROC-AUC for tolokers and
-    minesweeper), with the same timing and memory fields as the synthetic runs."""
+def one_run(task: dict[str, Any]) -> dict[str, Any]:
+    """The run of ``task`` in this process (called in a fresh child by :func:`run_in_child`): the planted partition
+    of ``task["n"]`` nodes, or a real graph of Platonov et al. (``task["dataset"]``, fixed split ``task["split"]``,
+    scored in its metric: ROC-AUC for tolokers and minesweeper). LDS with its defaults (plus ``task["lds"]``), then
+    GCN on the given and on the kNN graph on the same split."""
     import torch
-    from lds.datasets import heterophilous_metric, load_heterophilous
+    from lds.datasets import heterophilous_metric, load_heterophilous, planted_partition
 
     from lds import LDS, GCNBaseline
     from lds.metrics import evaluate
 
     torch.set_num_threads(int(task["threads"]))
+    real = "dataset" in task
     t = time.perf_counter()
-    data = load_heterophilous(task["dataset"], split=int(task["split"]))
+    if real:
+        data = load_heterophilous(task["dataset"], split=int(task["split"]))
+    else:
+        data = planted_partition(task["n"], noise=task["noise"], seed=task["seed"])
     gen_s = time.perf_counter() - t
-    metric = heterophilous_metric(task["dataset"])
+    metric = heterophilous_metric(task["dataset"]) if real else "accuracy"
     device = task.get("device", "cpu")
     model = LDS(seed=task["seed"], verbose=False, device=device, **task.get("lds", {}))
     fit_resumable(model, data, task)
     steps = sum(int(r["inner_steps"]) for r in model.history_)
+    outer = model.resolved_outer_optimizer(model.distribution_.is_all_pairs)
     out: dict[str, Any] = {
         "metric": metric, "num_nodes": int(data.num_nodes), "given_edges": int(data.edge_index.size(1) // 2),
-        "gen_s": round(gen_s, 2), "setup_s": round(model.setup_time_, 2), "fit_s": round(model.fit_time_, 1),
-        "outer_iters": len(model.history_), "inner_steps": steps,
-        "step_s": round(model.fit_time_ / max(steps, 1), 4),
-        "iter_s": round(model.fit_time_ / max(len(model.history_), 1), 2),
-        "num_pairs": int(model.distribution_.probs.numel()),
-        "lds_test": round(model.score(data, data.test_mask, metric=metric), 4),
-        "outer_optimizer": model.resolved_outer_optimizer(model.distribution_.is_all_pairs),
-    }
-    for name, graph in (("gcn_given", "given"), ("gcn_knn", "knn")):
-        t = time.perf_counter()
-        base = GCNBaseline(graph=graph, seed=task["seed"], device=device).fit(data)
-        out[name + "_test"] = round(evaluate(base.predict_proba(data), data.y, data.test_mask, metric), 4)
-        out[name + "_s"] = round(time.perf_counter() - t, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    out["torch"] = torch.__version__
-    out["machine"] = f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f} at the end"
-    return out
-
-
-def one_run(task: dict[str, Any]) -> dict[str, Any]:
-    """The run of ``task`` in this process (called in a fresh child by :func:`run_in_child`)."""
-    if "dataset" in task:
-        return real_run(task)
-    import torch
-    from lds.datasets import planted_partition
-
-    from lds import LDS, GCNBaseline
-
-    torch.set_num_threads(int(task["threads"]))
-    t = time.perf_counter()
-    data = planted_partition(task["n"], noise=task["noise"], seed=task["seed"])
-    gen_s = time.perf_counter() - t
-    device = task.get("device", "cpu")
-    model = LDS(seed=task["seed"], verbose=False, device=device, **task.get("lds", {}))
-    fit_resumable(model, data, task)
-    steps = sum(int(r["inner_steps"]) for r in model.history_)
-    out: dict[str, Any] = {
         "gen_s": round(gen_s, 2), "setup_s": round(model.setup_time_, 2), "fit_s": round(model.fit_time_, 1),
         "outer_iters": len(model.history_), "inner_steps": steps,
         "step_s": round(model.fit_time_ / max(steps, 1), 4),
@@ -105,11 +74,31 @@ def one_run(task: dict[str, Any]) -> dict[str, Any]:
         "expected_edges_initial": round(model.initial_num_edges_, 1),
         "expected_edges": round(model.distribution_.expected_num_edges(), 1),
         "best_iteration": model.best_iteration_,
-        "lds_test": round(model.score(data, data.test_mask), 4),
+        "lds_test": round(model.score(data, data.test_mask, metric=metric), 4),
         "lds_val": round(model.best_val_acc_, 4),
-        "outer_optimizer": model.resolved_outer_optimizer(model.distribution_.is_all_pairs),
-        "outer_lr": model.outer_lr_value(model.resolved_outer_optimizer(model.distribution_.is_all_pairs)),
+        "outer_optimizer": outer, "outer_lr": model.outer_lr_value(outer),
     }
+    if not real:
+        out.update(theta_analysis(model, data))
+    for name, graph in (("gcn_given", "given"), ("gcn_knn", "knn")):
+        t = time.perf_counter()
+        base = GCNBaseline(graph=graph, seed=task["seed"], device=device).fit(data)
+        out[name + "_test"] = round(evaluate(base.predict_proba(data), data.y, data.test_mask, metric), 4)
+        out[name + "_s"] = round(time.perf_counter() - t, 1)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["torch"] = torch.__version__
+    out["machine"] = f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f} at the end"
+    if torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20)
+    return out
+
+
+def theta_analysis(model: Any, data: Any) -> dict[str, Any]:
+    """θ on the planted partition's true and noise edges, overall and inside / outside the hypergradient's reach."""
+    import torch
+
+    out: dict[str, Any] = {}
     # θ on the given graph's true and noise edges (the pairs are undirected, i < j; searchsorted on sorted keys)
     edge_index, probs = model.edge_probs()
     n = data.num_nodes
@@ -143,17 +132,6 @@ def one_run(task: dict[str, Any]) -> dict[str, Any]:
     for name, sel in (("in_reach", in_reach), ("out_of_reach", ~in_reach)):
         out[f"theta_true_{name}"] = mean_theta(given[:, ~is_noise & sel])
         out[f"theta_noise_{name}"] = mean_theta(given[:, is_noise & sel])
-    for name, graph in (("gcn_given", "given"), ("gcn_knn", "knn")):
-        t = time.perf_counter()
-        base = GCNBaseline(graph=graph, seed=task["seed"], device=device).fit(data)
-        out[name + "_test"] = round(base.score(data, data.test_mask), 4)
-        out[name + "_s"] = round(time.perf_counter() - t, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    out["torch"] = torch.__version__
-    out["machine"] = f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f} at the end"
-    if torch.device(device).type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
-        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20)
     return out
 
 
