@@ -216,7 +216,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     if task["method"] in ("lds", "lds_refit"):
         extra = {"max_outer_iters": 3, "max_inner_steps": 30, "num_samples": 4} if quick else {}
         variant = "refit" if task["method"] == "lds_refit" else "paper"  # "lds" is the paper's Algorithm 7
-        model = fit_resumable(LDS(seed=task["seed"], verbose=False, variant=variant, outer_optimizer="sgd", **cfg,
+        model = fit_resumable(LDS(seed=task["seed"], verbose=False, variant=variant, outer_optimizer="sgd",
+                                  init_graph="given", **cfg,
                                   **extra), data, task)
         refit = {}
         if variant == "refit":  # the same fit's Algorithm 7 weights, scored too: an exactly paired comparison

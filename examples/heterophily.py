@@ -22,16 +22,24 @@ Methods (model seed = split index; every method early-stops on the same validati
   neighbours, so a bad neighbourhood cannot wash them out; the built-in GCN averages a node with its neighbours).
   It runs as :class:`LinearFirstGraphConv`, the same function with the linear map applied before the sum (PyG's
   layer sums the raw features over every candidate edge: hundreds of times slower on 2,000 features);
-  ``--lds '{"backbone": "graphconv"}'`` runs PyG's own layer.
+  ``--lds '{"backbone": "graphconv"}'`` runs PyG's own layer;
+- ``lds_auto``: ``lds`` with ``init_graph="auto"``: θ₀ is the given graph or kNN(k), whichever has the lower
+  outer objective (outer-half validation cross-entropy of the GCN trained on it, ``LDS._init_check``), with the
+  given edges kept as candidates either way;
+- ``lds_default``: ``LDS()`` with its defaults and the given graph, no grid (all pairs and the paper's SGD on
+  graphs up to ``max_all_pairs``, ``init_graph="auto"``): what a user gets without tuning.
 
-Protocol: every LDS method has the grid ``LDS_GRID`` (LDS's default on sparse candidates, Adam with step 0.01, or
-the paper's SGD with lr 1.0); the configuration with the best mean validation score (the dataset's metric on the
-early-stopping half of the validation nodes) over selection splits 0 and 1 is chosen, then run on all splits 0–9
-(the selection runs of the chosen configuration are reused for splits 0 and 1). The baselines have no grid.
-``--variant`` (``paper``/``refit``) and ``--lds JSON`` (extra LDS settings, e.g. ``'{"max_outer_iters": 50}'`` for
-the big graphs) are part of every LDS run's record key; each record also holds every setting of the fitted model.
-Test labels are never used for a choice; the graph analysis of the LDS runs (homophily of the given and the learned
-graph, mean θ by pair kind) reads all labels after the fit, for reporting only.
+The ``lds``/``lds_sage`` runs pin ``init_graph="given"`` (θ₀ at the given graph, as the issue's protocol states).
+
+Protocol: every LDS method but ``lds_default`` has the grid ``LDS_GRID`` (LDS's default on sparse candidates, Adam
+with step 0.01, or the paper's SGD with lr 1.0); the configuration with the best mean validation score (the
+dataset's metric on the early-stopping half of the validation nodes) over selection splits 0 and 1 is chosen, then
+run on all splits 0–9 (the selection runs of the chosen configuration are reused for splits 0 and 1). The baselines
+have no grid. ``--variant`` (``paper``/``refit``) and ``--lds JSON`` (extra LDS settings, e.g.
+``'{"max_outer_iters": 50}'`` for the big graphs) are part of every LDS run's record key; each record also holds
+every setting of the fitted model. Test labels are never used for a choice; the graph analysis of the LDS runs
+(homophily of the given and the learned graph, mean θ by pair kind) reads all labels after the fit, for reporting
+only.
 
     LDS_DATA_DIR=../shared/data python examples/heterophily.py --workers 2          # the whole protocol
     LDS_DATA_DIR=../shared/data python examples/heterophily.py --datasets cornell texas wisconsin synthetic_hetero
@@ -89,9 +97,13 @@ SELECTION_SPLITS = (0, 1)
 #: baseline -> (GCNBaseline graph, train_on_outer_half)
 BASELINES: dict[str, tuple[str, bool]] = {"mlp": ("none", False), "gcn": ("given", False),
                                           "gcn_val": ("given", True), "knn_gcn": ("knn", False)}
-#: LDS method -> (keeps the given graph, backbone)
-LDS_METHODS: dict[str, tuple[bool, str]] = {"lds": (True, "gcn"), "knn_lds": (False, "gcn"),
-                                            "lds_sage": (True, "graphconv"), "knn_lds_sage": (False, "graphconv")}
+#: LDS method -> (keeps the given graph, backbone, initial graph θ₀ of LDS's init_graph)
+LDS_METHODS: dict[str, tuple[bool, str, str]] = {
+    "lds": (True, "gcn", "given"), "knn_lds": (False, "gcn", "knn"), "lds_sage": (True, "graphconv", "given"),
+    "knn_lds_sage": (False, "graphconv", "knn"), "lds_auto": (True, "gcn", "auto"),
+    "lds_default": (True, "gcn", "auto")}
+#: LDS methods run with LDS's defaults only: no grid, no LDS_BASE
+DEFAULT_LDS_METHODS = ("lds_default",)
 METHODS = (*BASELINES, *LDS_METHODS)
 #: the baselines the best LDS method is compared against (the best of them on validation)
 REFERENCE_BASELINES = ("gcn", "mlp", "gcn_val")
@@ -102,6 +114,11 @@ LDS_BASE: dict[str, Any] = {"candidates": "sparse"}  # θ = 1 on the initial gra
 QUICK_LDS: dict[str, Any] = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2}
 QUICK_GCN: dict[str, Any] = {"max_steps": 20, "min_steps": 0}
 DEFAULT_VARIANT = "paper"  # LDS's default variant, written explicitly into the record keys
+
+
+def grid_of(method: str) -> list[dict[str, Any]]:
+    """The selection grid of an LDS method: ``LDS_GRID``, or the defaults alone for ``DEFAULT_LDS_METHODS``."""
+    return [{}] if method in DEFAULT_LDS_METHODS else LDS_GRID
 
 
 # ----------------------------------------------------------------------------- the GraphConv backbone
@@ -288,11 +305,12 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
                    graph_edges=int(pairs.size(1)),
                    graph_homophily=edge_homophily(pairs, y) if pairs.numel() else None)
         return out
-    keeps_graph, backbone = LDS_METHODS[method]
+    keeps_graph, backbone, init_graph = LDS_METHODS[method]
     fit_data = data.clone()
     if not keeps_graph:
         fit_data.edge_index = None  # no input graph: θ starts at kNN(k)
-    settings = {**LDS_BASE, "backbone": backbone, "variant": task["variant"], **(QUICK_LDS if quick else {}),
+    base = {} if method in DEFAULT_LDS_METHODS else {**LDS_BASE, "init_graph": init_graph}
+    settings = {**base, "backbone": backbone, "variant": task["variant"], **(QUICK_LDS if quick else {}),
                 **task["config"], **task["lds"]}
     if settings["backbone"] == "graphconv" and "backbone" not in task["lds"]:  # PyG's own only when asked for
         settings["backbone"] = LinearFirstGraphConv
@@ -305,7 +323,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     # the initial θ, rebuilt as the fit built it (1 on the given graph or kNN(k), init_prob elsewhere); same kNN
     # search and tie-breaking, so Σθ equals initial_num_edges_
     prep, _ = model._prepare(fit_data, fingerprint=False)
-    start = model._build_distribution(prep)
+    start = model._build_distribution(prep, init_graph=model.init_graph_)
     theta0 = start.probs if torch.equal(start.pairs.cpu(), dist.pairs.cpu()) else None
     analysis["initial"] = graph_analysis(dist.pairs, theta0, y, given) if theta0 is not None else {}
     used = _plain(model.get_params())
@@ -372,7 +390,7 @@ def collect(records: Iterable[dict[str, Any]], quick: bool) -> dict[tuple[str, s
         def make(c: dict[str, Any], s: int, d: str = dataset, gr: dict[str, Any] = g) -> dict[str, Any]:
             return make_task(d, gr["method"], s, quick, c, gr["variant"], gr["lds"])
 
-        cfg, means = choose_config(by_key, make, LDS_GRID, SELECTION_SPLITS)
+        cfg, means = choose_config(by_key, make, grid_of(g["method"]), SELECTION_SPLITS)
         g["config"], g["means"] = cfg, means
         if cfg is not None:
             for r in recs:
@@ -522,6 +540,7 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
                 continue
             if g["method"] in LDS_METHODS:
                 cells = ["–" if v != v else f"{100 * v:.1f}" for v in g["means"]]
+                cells += ["(no grid)"] * (len(LDS_GRID) - len(cells))
                 sel_rows.append(f"| {d} | {e} | " + " | ".join(cells) + f" | {g['config'] or 'pending'} |")
             held.append(f"- {d} / {e}: splits {sorted(g['runs'])}")
     text += ["", "## LDS selection: mean validation score (%) over the selection splits", "", *sel_rows, "",
@@ -572,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         here = splits_of(dataset, splits)
         lds_methods = [m for m in args.methods if m in LDS_METHODS]
         first = [make_task(dataset, m, s, args.quick) for m in args.methods if m in BASELINES for s in here]
-        first += [lds_task(dataset, m, c, s) for m in lds_methods for c in LDS_GRID for s in SELECTION_SPLITS]
+        first += [lds_task(dataset, m, c, s) for m in lds_methods for c in grid_of(m) for s in SELECTION_SPLITS]
         run_all(run_one, first, store, workers=args.workers, threads=args.threads)
         store.refresh()
         report = []
@@ -580,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             def make(c: dict[str, Any], s: int, d: str = dataset, m: str = m) -> dict[str, Any]:
                 return lds_task(d, m, c, s)
 
-            cfg, _ = choose_config(store.records, make, LDS_GRID, SELECTION_SPLITS)
+            cfg, _ = choose_config(store.records, make, grid_of(m), SELECTION_SPLITS)
             if cfg is None:
                 print(f"{dataset}/{m}: selection incomplete (a run failed); reporting runs skipped")
                 continue

@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config, origin = choose_config(args)
     extra = {"max_outer_iters": 3, "max_inner_steps": 20, "num_samples": 2} if args.quick else {}
-    model = LDS(**config, seed=args.seed, verbose=False, outer_optimizer="sgd", **extra)  # the paper's SGD
+    model = LDS(**config, seed=args.seed, verbose=False, outer_optimizer="sgd", init_graph="given",
+                **extra)  # the paper's SGD and θ₀
     t0 = time.perf_counter()
     model.fit(data, callback=callback)
     fit_s = time.perf_counter() - t0

@@ -41,6 +41,7 @@ def main() -> None:
     prep, _ = model._prepare(data, fingerprint=False)
     phases["validate and prepare"] = time.perf_counter() - t
     t = time.perf_counter()
+    model.backbone_ = model._make_backbone(prep)  # as fit sets it up: the init_graph check trains it
     dist = model._build_distribution(prep)
     phases["kNN search and candidate set"] = time.perf_counter() - t
     with profile(activities=[ProfilerActivity.CPU]) as prof:

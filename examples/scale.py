@@ -60,7 +60,7 @@ def one_run(task: dict[str, Any]) -> dict[str, Any]:
     gen_s = time.perf_counter() - t
     metric = heterophilous_metric(task["dataset"]) if real else "accuracy"
     device = task.get("device", "cpu")
-    model = LDS(seed=task["seed"], verbose=False, device=device, **task.get("lds", {}))
+    model = LDS(seed=task["seed"], verbose=False, device=device, **{"init_graph": "given", **task.get("lds", {})})
     fit_resumable(model, data, task)
     steps = sum(int(r["inner_steps"]) for r in model.history_)
     outer = model.resolved_outer_optimizer(model.distribution_.is_all_pairs)

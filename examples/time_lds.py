@@ -67,7 +67,7 @@ def main() -> None:
     from lds import LDS
 
     data = load_planetoid(args.dataset)
-    model = LDS(hypergrad_every=args.hypergrad_every, outer_lr=args.outer_lr, outer_optimizer="sgd",
+    model = LDS(hypergrad_every=args.hypergrad_every, outer_lr=args.outer_lr, outer_optimizer="sgd", init_graph="given",
                 candidates=args.candidates, k=args.k,
                 seed=args.seed, device=args.device, max_outer_iters=args.max_outer_iters, verbose=False)
     t0 = time.perf_counter()

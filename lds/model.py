@@ -59,6 +59,9 @@ from .typing import GraphData, HParams, NetParams
 
 INNER_LR_RANGE = (1e-4, 0.05)
 VARIANTS = ("paper", "refit")
+INIT_GRAPHS = ("auto", "given", "knn")
+#: initialisations averaged by the init_graph="auto" check (LDS._init_check)
+INIT_CHECK_RESTARTS = 2
 #: the outer optimisers and their default step η₀
 OUTER_OPTIMIZERS: Mapping[str, float] = MappingProxyType({"sgd": 1.0, "adam": 0.01})
 SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
@@ -551,9 +554,17 @@ class LDS(BaseEstimator):
         max_all_pairs: with ``"auto"``, all pairs are used up to this many pairs.
         k, metric: the kNN graph (initial graph without input graph; extra candidates when sparse).
         candidate_k: with sparse candidates, the candidate set is the initial graph ∪ kNN(candidate_k).
-            Default: ``k`` when the data has a graph; ``2k`` without one, where the initial graph is kNN(k)
-            itself (candidates equal to the initial graph would let LDS remove edges but never add one).
+            Default: ``k`` beside a given initial graph; ``2k`` when the initial graph is kNN(k) itself (no graph,
+            or ``init_graph`` resolved to ``"knn"``: candidates equal to the initial graph would let LDS remove
+            edges but never add one).
         init_prob: θ on candidates outside the initial graph.
+        init_graph: the initial graph θ₀ when the data has a graph. ``"given"``: the given graph (the paper).
+            ``"knn"``: kNN(k), with the given edges kept as candidates at ``init_prob`` (on a sparse candidate set
+            the candidates are then given ∪ kNN(candidate_k), ``candidate_k`` defaulting to 2k). ``"auto"``
+            (default): the one of the two with the lower outer objective, the outer-half validation
+            cross-entropy of the network trained on the training labels on that graph (:meth:`_init_check`): a
+            discrete outer step before Algorithm 7, which starts from a given graph only where it does not hurt
+            (``init_graph_``, ``init_check_``). Without a graph θ₀ is kNN(k) whatever this setting.
         sampling: ``False`` runs the GCN on ``A = θ`` (kNN-LDS (dense)); ``True`` samples ``A ~ Ber(θ)``.
         hidden, dropout, weight_decay: the GCN (16, 0.5, 5e-4 on the first layer).
         normalize_features: Kipf's row normalisation of the features (``"auto"``: when non-negative).
@@ -601,6 +612,7 @@ class LDS(BaseEstimator):
         candidate_k: int | None = None,
         metric: str = "cosine",
         init_prob: float = 0.0,
+        init_graph: str = "auto",
         sampling: bool = True,
         hidden: int = 16,
         dropout: float = 0.5,
@@ -635,6 +647,7 @@ class LDS(BaseEstimator):
         self.candidate_k = candidate_k
         self.metric = metric
         self.init_prob = init_prob
+        self.init_graph = init_graph
         self.sampling = sampling
         self.hidden = hidden
         self.dropout = dropout
@@ -679,6 +692,10 @@ class LDS(BaseEstimator):
         check_float_setting(self, "inner_eps", 0.0, low_open=True)
         check_float_setting(self, "inner_tol", 0.0, 1.0, high_open=True)
         check_float_setting(self, "init_prob", 0.0, 1.0)
+        if self.init_graph not in INIT_GRAPHS:
+            raise ValueError(f"init_graph must be one of {', '.join(map(repr, INIT_GRAPHS))}, got {self.init_graph!r}.")
+        if self.init_graph == "knn" and self.k == 0:
+            raise ValueError("init_graph='knn' starts from the kNN(k) graph: give k >= 1, or init_graph='given'.")
         check_float_setting(self, "dropout", 0.0, 1.0, high_open=True)
         check_float_setting(self, "weight_decay", 0.0)
         check_seed_setting(self)
@@ -758,39 +775,66 @@ class LDS(BaseEstimator):
         return Backbone(self.backbone, prep.x.size(1), self.hidden, prep.num_classes, self._torch_dtype,
                         prep.x.device)
 
-    def _candidate_k(self, has_graph: bool) -> int:
-        """k of the kNN pairs added to a sparse candidate set (see ``candidate_k``)."""
+    def _candidate_k(self, knn_init: bool) -> int:
+        """k of the kNN pairs added to a sparse candidate set (see ``candidate_k``): by default k beside a given
+        initial graph, 2k when the initial graph is kNN(k) itself."""
         if self.candidate_k is not None:
             return self.candidate_k
-        return self.k if has_graph else 2 * self.k
+        return 2 * self.k if knn_init else self.k
 
-    def _build_distribution(self, prep: PreparedData) -> EdgeDistribution:
+    def _build_distribution(self, prep: PreparedData, init_graph: str | None = None) -> EdgeDistribution:
+        """θ₀ on the candidate set. The initial graph is the given one or kNN(k): ``init_graph`` when given (a
+        fitted model's ``init_graph_``), else the setting, ``"auto"`` resolved by :meth:`_init_check`; the choice
+        and the check's scores are kept in ``init_graph_`` and ``init_check_``."""
         n = prep.num_nodes
         has_graph = prep.edge_index.numel() > 0
         candidates = self._resolved_candidates(n)
-        k_cand = self._candidate_k(has_graph) if candidates == "sparse" else 0
-        need_knn = (self.k > 0 and not has_graph) or (candidates == "sparse" and max(self.k, k_cand) > 0)
         if not has_graph and self.k == 0:
             raise ValueError("the data has no graph and k=0: give k >= 1 (kNN initial graph) or data.edge_index.")
-        knn = extra = None
-        if need_knn:
-            for name, value in (("k", self.k), ("candidate_k", k_cand)):
+        setting = self.init_graph if init_graph is None else init_graph
+        if not has_graph:
+            setting = "knn"
+        elif self.k == 0:
+            setting = "given"  # no kNN graph to start from (init_graph='knn' with k=0 is refused in the settings)
+        may_use_knn = setting in ("knn", "auto")
+        ks = [self.k] if may_use_knn else []
+        if candidates == "sparse":
+            ks += [self._candidate_k(True)] if may_use_knn else []
+            ks += [self._candidate_k(False)] if setting in ("given", "auto") else []
+        k_max = max(ks, default=0)
+        directed: Tensor | None = None
+        if k_max > 0:
+            for name, value in (("k", self.k), ("candidate_k", k_max)):
                 if value >= n:
                     raise ValueError(f"{name}={value} must be smaller than the number of nodes ({n}).")
-            from lds.datasets.graphs import both_directions, knn_graph, undirected_pairs
+            from lds.datasets.graphs import knn_graph
 
-            # one search for the larger k: the nearest k of the k_max nearest (node-major, nearest first)
-            k_max = max(self.k, k_cand)
+            # one search for the largest k: the nearest k of the k_max nearest (node-major, nearest first)
             directed = knn_graph(prep.x, k_max, metric=self.metric, symmetric=False,
                                  device=prep.x.device).view(2, n, k_max)  # the search runs on the model's device
 
-            def nearest(k: int) -> Tensor:
-                return both_directions(undirected_pairs(directed[:, :, :k].reshape(2, -1)))
+        def nearest(k: int) -> Tensor | None:
+            from lds.datasets.graphs import both_directions, undirected_pairs
 
-            knn = nearest(self.k) if self.k > 0 else None
-            if candidates == "sparse":
-                extra = knn if k_cand in (0, self.k) else nearest(k_cand)
-        init_edges = prep.edge_index.cpu() if has_graph else knn
+            if k == 0 or directed is None:
+                return None
+            return both_directions(undirected_pairs(directed[:, :, :k].reshape(2, -1)))
+
+        given = prep.edge_index.cpu() if has_graph else None
+        knn = nearest(self.k) if may_use_knn else None
+        scores: dict[str, float] = {}
+        if setting == "auto":
+            assert given is not None and knn is not None
+            scores = self._init_check(prep, {"given": given, "knn": knn})
+            setting = "knn" if scores["knn"] < scores["given"] else "given"
+        self.init_graph_, self.init_check_ = setting, scores
+        init_edges = given if setting == "given" else knn
+        extra = None
+        if candidates == "sparse":
+            k_cand = self._candidate_k(setting == "knn")
+            extra = knn if knn is not None and k_cand == self.k else nearest(k_cand)
+            if setting == "knn" and given is not None:  # the given edges stay candidates (at init_prob)
+                extra = given if extra is None else torch.cat([given, extra], dim=1)
         return EdgeDistribution.from_candidates(
             n,
             candidates=candidates,
@@ -800,6 +844,45 @@ class LDS(BaseEstimator):
             dtype=self._torch_dtype,
             device=self.device,
         )
+
+    def _init_check(self, prep: PreparedData, graphs: Mapping[str, Tensor]) -> dict[str, float]:
+        """The outer objective at each initial graph A of ``graphs``: ``F(w(A), A)``, the cross-entropy on the
+        outer validation half (eq. 9.5) of the network trained on the training labels (eq. 9.4) on ``A``.
+
+        ``w(A)``: Adam at ``inner_lr`` with dropout, from the same seeded initial weights and dropout masks on
+        every graph (its own random stream: the fit's is untouched); the outer loss is read every τ steps and
+        its minimum kept; the run stops after ``inner_patience`` reads without improvement or
+        ``max_inner_steps``. Mean over ``INIT_CHECK_RESTARTS`` initialisations. Only the training labels and
+        the outer half's, the labels θ is fitted to, are read.
+        """
+        scores: dict[str, float] = {}
+        for name, edges in graphs.items():
+            dist = EdgeDistribution.from_candidates(prep.num_nodes, candidates="sparse", init_edge_index=edges,
+                                                    dtype=self._torch_dtype, device=self.device)
+            inner, make_outer = lds_objectives(prep, dist, sampling=False, dropout=self.dropout,
+                                               weight_decay=self.weight_decay, backbone=self.backbone_)
+            outer = make_outer(None)
+            theta = dist.probs.detach()
+            hparams = (theta, torch.zeros((), dtype=theta.dtype, device=theta.device))
+            gen = self._generator(15485863)  # the same stream for every graph: paired initialisations
+            losses = []
+            with reuse_sampled_graphs(dist.candidates):
+                for _ in range(INIT_CHECK_RESTARTS):
+                    dynamics = Adam(inner, lr=float(self.inner_lr), eps=self.inner_eps)
+                    state = dynamics.init(self._init_params(prep, gen), hparams)
+                    best, since = math.inf, 0
+                    while state.t < self.max_inner_steps and since < self.inner_patience:
+                        masks = sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout,
+                                                     gen, self._torch_dtype, prep.x.device)
+                        state = dynamics(state, hparams, (None, masks), create_graph=False)
+                        if state.t % self.hypergrad_every and state.t < self.max_inner_steps:
+                            continue
+                        with torch.no_grad():
+                            loss = float(outer(state.params, hparams))
+                        best, since = (loss, 0) if loss < best else (best, since + 1)
+                    losses.append(best)
+            scores[name] = float(sum(losses) / len(losses))
+        return scores
 
     def _inner_lr(self, hparams: HParams) -> Tensor | float:
         if not self.learn_inner_lr:
@@ -876,8 +959,8 @@ class LDS(BaseEstimator):
         ``fingerprint`` or ``resume`` (else ``{}``)."""
         ck = _load_checkpoint(resume) if resume is not None else None
         prep, fp = self._prepare(data, fingerprint=fingerprint or ck is not None)
+        self.backbone_ = self._make_backbone(prep)  # before θ₀: the init_graph check trains it
         dist = self._build_distribution(prep)
-        self.backbone_ = self._make_backbone(prep)
         self.initial_num_edges_ = dist.expected_num_edges()
         state = self._start(dist)
         if ck is not None:
@@ -1195,7 +1278,8 @@ class LDS(BaseEstimator):
         self._check_fitted()
         state = {"kind": "lds-model", "params": self._plain_params(checkpoint=False),
                  "distribution": self.distribution_.state_dict(), "gcn": tuple(p.cpu() for p in self.params_),
-                 **{name: getattr(self, name + "_") for name in _FITTED}}
+                 **{name: getattr(self, name + "_") for name in _FITTED},
+                 "init_graph": self.init_graph_, "init_check": dict(self.init_check_)}
         _atomic_save(state, path)
 
     @classmethod
@@ -1238,6 +1322,12 @@ class LDS(BaseEstimator):
         model.params_ = tuple(p.to(model.device) for p in gcn)
         for name in _FITTED:
             setattr(model, name + "_", state[name])
+        # the initial graph chosen (files of versions before init_graph started from the given graph)
+        init_graph, init_check = state.get("init_graph", "given"), state.get("init_check", {})
+        if init_graph not in ("given", "knn") or not isinstance(init_check, dict):
+            raise ValueError(f"{path} is not a valid saved LDS model: 'init_graph' must be 'given' or 'knn' and "
+                             f"'init_check' a dict, got {init_graph!r} and {type(init_check).__name__}.")
+        model.init_graph_, model.init_check_ = init_graph, init_check
         model.backbone_ = None
         if not (isinstance(model.backbone, str) and model.backbone == "gcn"):
             model.backbone_ = Backbone(model.backbone, model.in_features_, model.hidden, model.num_classes_,

@@ -16,7 +16,7 @@ def test_one_knn_search_gives_the_reference_candidate_set(has_graph):
     data = planted_partition(300, num_classes=3, num_features=8, num_val=60, seed=2)
     if not has_graph:
         data.edge_index = None
-    model = LDS(candidates="sparse", k=4, candidate_k=9, verbose=False)
+    model = LDS(candidates="sparse", k=4, candidate_k=9, init_graph="given", verbose=False)
     prep, _ = model._prepare(data, fingerprint=False)
     dist = model._build_distribution(prep)
     init = data.edge_index if has_graph else knn_graph(data.x, 4)

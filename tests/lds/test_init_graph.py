@@ -1,0 +1,117 @@
+"""LDS(init_graph=...): the initial graph θ₀, and the "auto" check that starts from kNN(k) where the given graph hurts
+(issue 25)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lds import LDS
+from lds.datasets import planted_partition
+from lds.datasets.graphs import knn_graph
+from lds.edges import pairs_from_edge_index
+
+FAST = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2, "verbose": False}
+
+
+def graph(noise: float, seed: int = 0):
+    """200 nodes, 4 classes, informative features; ``noise`` = share of the given edges joining two classes."""
+    return planted_partition(200, num_classes=4, num_features=16, avg_degree=6.0, noise=noise,
+                             num_train_per_class=5, num_val=60, seed=seed)
+
+
+def pair_set(pairs: torch.Tensor) -> set[tuple[int, int]]:
+    return set(map(tuple, pairs.t().tolist()))
+
+
+def test_auto_keeps_a_helpful_graph_and_fits_exactly_as_given():
+    """Homophilous given graph: the check prefers it by a wide margin, and the fit is bit-identical to
+    init_graph="given" (the check draws from its own stream, not the fit's)."""
+    data = graph(noise=0.1)
+    auto = LDS(**FAST, seed=3).fit(data)
+    given = LDS(**FAST, seed=3, init_graph="given").fit(data)
+    assert auto.init_graph_ == "given" and given.init_graph_ == "given"
+    assert auto.init_check_["given"] < 0.5 * auto.init_check_["knn"]
+    assert given.init_check_ == {}
+    assert torch.equal(auto.distribution_.probs, given.distribution_.probs)
+    for a, b in zip(auto.params_, given.params_):
+        assert torch.equal(a, b)
+
+
+def test_auto_starts_from_knn_where_the_given_graph_hurts():
+    """85 % of the given edges join two classes: the check prefers kNN(k); θ₀ is 1 exactly on kNN(k), the given
+    edges stay candidates at init_prob, and θ₀ on them is 0."""
+    data = graph(noise=0.9)
+    model = LDS(**FAST, seed=0, k=5)
+    prep, _ = model._prepare(data, fingerprint=False)
+    model.backbone_ = None
+    dist = model._build_distribution(prep)
+    assert model.init_graph_ == "knn"
+    assert model.init_check_["knn"] < model.init_check_["given"]
+    assert dist.is_all_pairs
+    ones = pair_set(dist.pairs[:, dist.probs == 1])
+    assert ones == pair_set(pairs_from_edge_index(knn_graph(data.x, 5)))
+    given = pair_set(pairs_from_edge_index(data.edge_index))
+    theta = dict(zip(map(tuple, dist.pairs.t().tolist()), dist.probs.tolist()))
+    assert all(theta[p] == (1.0 if p in ones else 0.0) for p in given)
+
+
+def test_knn_init_on_sparse_candidates_keeps_the_given_edges():
+    """Sparse candidates with θ₀ = kNN(k): given ∪ kNN(2k), θ₀ = 1 on kNN(k) only."""
+    data = graph(noise=0.9, seed=1)
+    model = LDS(**FAST, candidates="sparse", k=4, init_graph="knn")
+    prep, _ = model._prepare(data, fingerprint=False)
+    model.backbone_ = None
+    dist = model._build_distribution(prep)
+    expected = pair_set(pairs_from_edge_index(torch.cat([data.edge_index, knn_graph(data.x, 8)], dim=1)))
+    assert pair_set(dist.pairs) == expected
+    assert pair_set(dist.pairs[:, dist.probs == 1]) == pair_set(pairs_from_edge_index(knn_graph(data.x, 4)))
+    assert model.init_check_ == {}
+
+
+def test_check_reads_no_test_label():
+    """The choice and its scores depend on the training and outer-validation labels only."""
+    data = graph(noise=0.9, seed=2)
+    shuffled = data.clone()
+    test = shuffled.test_mask
+    shuffled.y = shuffled.y.clone()
+    shuffled.y[test] = shuffled.y[test][torch.randperm(int(test.sum()), generator=torch.Generator().manual_seed(0))]
+    scores = []
+    for d in (data, shuffled):
+        model = LDS(**FAST, seed=5)
+        prep, _ = model._prepare(d, fingerprint=False)
+        model.backbone_ = None
+        model._build_distribution(prep)
+        scores.append(model.init_check_)
+    assert scores[0] == scores[1]
+
+
+def test_no_graph_starts_from_knn_without_a_check():
+    data = graph(noise=0.1)
+    data.edge_index = None
+    model = LDS(**FAST).fit(data)
+    assert model.init_graph_ == "knn" and model.init_check_ == {}
+
+
+def test_save_and_load_keep_the_choice(tmp_path):
+    data = graph(noise=0.9)
+    model = LDS(**FAST).fit(data)
+    path = tmp_path / "m.pt"
+    model.save(path)
+    loaded = LDS.load(path)
+    assert loaded.init_graph_ == model.init_graph_ == "knn"
+    assert loaded.init_check_ == model.init_check_
+    # a file of a version before init_graph: it started from the given graph
+    state = torch.load(path, weights_only=True)
+    del state["init_graph"], state["init_check"]
+    torch.save(state, path)
+    assert LDS.load(path).init_graph_ == "given"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"init_graph": "knnn"}, "init_graph must be one of"),
+    ({"init_graph": "knn", "k": 0}, "init_graph='knn' starts from the kNN"),
+])
+def test_bad_init_graph(settings, message):
+    with pytest.raises(ValueError, match=message):
+        LDS(**FAST, **settings).fit(graph(noise=0.5))
