@@ -62,6 +62,8 @@ VARIANTS = ("paper", "refit")
 INIT_GRAPHS = ("auto", "given", "knn")
 #: initialisations averaged by the init_graph="auto" check (LDS._init_check)
 INIT_CHECK_RESTARTS = 2
+#: standard errors by which kNN(k) must beat the given graph for init_graph="auto" to start from it
+INIT_CHECK_Z = 2.0
 #: the outer optimisers and their default step η₀
 OUTER_OPTIMIZERS: Mapping[str, float] = MappingProxyType({"sgd": 1.0, "adam": 0.01})
 SEED_LIMIT = 2**63  # seeds are ints in [0, 2**63): torch.Generator takes < 2**64, and seed + 7919 must fit too
@@ -561,10 +563,12 @@ class LDS(BaseEstimator):
         init_graph: the initial graph θ₀ when the data has a graph. ``"given"``: the given graph (the paper).
             ``"knn"``: kNN(k), with the given edges kept as candidates at ``init_prob`` (on a sparse candidate set
             the candidates are then given ∪ kNN(candidate_k), ``candidate_k`` defaulting to 2k). ``"auto"``
-            (default): the one of the two with the lower outer objective, the outer-half validation
-            cross-entropy of the network trained on the training labels on that graph (:meth:`_init_check`): a
-            discrete outer step before Algorithm 7, which starts from a given graph only where it does not hurt
-            (``init_graph_``, ``init_check_``). Without a graph θ₀ is kNN(k) whatever this setting.
+            (default): a discrete outer step before Algorithm 7. The outer objective (outer-half validation
+            cross-entropy of the network trained on the training labels on that graph, :meth:`_init_check`) is
+            measured on both, and kNN(k) is chosen only when its loss is lower by more than ``INIT_CHECK_Z`` = 2
+            standard errors of the paired per-node difference (:meth:`_choose_init`): the given graph is kept
+            unless the labels θ is fitted to show that it hurts (``init_graph_``, ``init_check_``). Without a
+            graph θ₀ is kNN(k) whatever this setting.
         sampling: ``False`` runs the GCN on ``A = θ`` (kNN-LDS (dense)); ``True`` samples ``A ~ Ber(θ)``.
         hidden, dropout, weight_decay: the GCN (16, 0.5, 5e-4 on the first layer).
         normalize_features: Kipf's row normalisation of the features (``"auto"``: when non-negative).
@@ -825,8 +829,7 @@ class LDS(BaseEstimator):
         scores: dict[str, float] = {}
         if setting == "auto":
             assert given is not None and knn is not None
-            scores = self._init_check(prep, {"given": given, "knn": knn})
-            setting = "knn" if scores["knn"] < scores["given"] else "given"
+            setting, scores = self._choose_init(self._init_check(prep, {"given": given, "knn": knn}))
         self.init_graph_, self.init_check_ = setting, scores
         init_edges = given if setting == "given" else knn
         extra = None
@@ -845,32 +848,33 @@ class LDS(BaseEstimator):
             device=self.device,
         )
 
-    def _init_check(self, prep: PreparedData, graphs: Mapping[str, Tensor]) -> dict[str, float]:
-        """The outer objective at each initial graph A of ``graphs``: ``F(w(A), A)``, the cross-entropy on the
-        outer validation half (eq. 9.5) of the network trained on the training labels (eq. 9.4) on ``A``.
+    def _init_check(self, prep: PreparedData, graphs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The outer objective at each initial graph A of ``graphs``, per outer validation node: the terms of
+        ``F(w(A), A)``, the cross-entropy on the outer validation half (eq. 9.5) of the network trained on the
+        training labels (eq. 9.4) on ``A``.
 
         ``w(A)``: Adam at ``inner_lr`` with dropout, from the same seeded initial weights and dropout masks on
-        every graph (its own random stream: the fit's is untouched); the outer loss is read every τ steps and
-        its minimum kept; the run stops after ``inner_patience`` reads without improvement or
-        ``max_inner_steps``. Mean over ``INIT_CHECK_RESTARTS`` initialisations. Only the training labels and
-        the outer half's, the labels θ is fitted to, are read.
+        every graph (its own random stream: the fit's is untouched). The outer loss is read every τ steps and
+        the per-node losses of its minimum kept; the run stops after ``inner_patience`` reads without
+        improvement or ``max_inner_steps``. Mean over ``INIT_CHECK_RESTARTS`` initialisations. Only the
+        training labels and the outer half's, the labels θ is fitted to, are read.
         """
-        scores: dict[str, float] = {}
+        out: dict[str, Tensor] = {}
+        idx, y = prep.val_outer_idx, prep.y[prep.val_outer_idx]
         for name, edges in graphs.items():
             dist = EdgeDistribution.from_candidates(prep.num_nodes, candidates="sparse", init_edge_index=edges,
                                                     dtype=self._torch_dtype, device=self.device)
-            inner, make_outer = lds_objectives(prep, dist, sampling=False, dropout=self.dropout,
-                                               weight_decay=self.weight_decay, backbone=self.backbone_)
-            outer = make_outer(None)
+            inner, _ = lds_objectives(prep, dist, sampling=False, dropout=self.dropout,
+                                      weight_decay=self.weight_decay, backbone=self.backbone_)
             theta = dist.probs.detach()
             hparams = (theta, torch.zeros((), dtype=theta.dtype, device=theta.device))
             gen = self._generator(15485863)  # the same stream for every graph: paired initialisations
-            losses = []
+            total = torch.zeros(idx.numel(), dtype=torch.float64, device=idx.device)
             with reuse_sampled_graphs(dist.candidates):
                 for _ in range(INIT_CHECK_RESTARTS):
                     dynamics = Adam(inner, lr=float(self.inner_lr), eps=self.inner_eps)
                     state = dynamics.init(self._init_params(prep, gen), hparams)
-                    best, since = math.inf, 0
+                    best, best_terms, since = math.inf, total, 0
                     while state.t < self.max_inner_steps and since < self.inner_patience:
                         masks = sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout,
                                                      gen, self._torch_dtype, prep.x.device)
@@ -878,11 +882,31 @@ class LDS(BaseEstimator):
                         if state.t % self.hypergrad_every and state.t < self.max_inner_steps:
                             continue
                         with torch.no_grad():
-                            loss = float(outer(state.params, hparams))
-                        best, since = (loss, 0) if loss < best else (best, since + 1)
-                    losses.append(best)
-            scores[name] = float(sum(losses) / len(losses))
-        return scores
+                            logits = network_logits(state.params, prep, theta, dist.candidates,
+                                                    backbone=self.backbone_)
+                            terms = F.cross_entropy(logits[idx], y, reduction="none").double()
+                        loss = float(terms.mean())
+                        if loss < best:
+                            best, best_terms, since = loss, terms, 0
+                        else:
+                            since += 1
+                    total = total + best_terms
+            out[name] = total / INIT_CHECK_RESTARTS
+        return out
+
+    @staticmethod
+    def _choose_init(terms: Mapping[str, Tensor]) -> tuple[str, dict[str, float]]:
+        """``"knn"`` when its outer loss is below the given graph's by more than ``INIT_CHECK_Z`` standard errors
+        of the paired per-node difference (a one-sided paired z-test over the outer validation nodes), else
+        ``"given"``: the user's graph is kept unless the outer labels show that it hurts. Returns the choice and
+        the check's numbers (mean losses, mean difference kNN − given, its standard error)."""
+        diff = terms["knn"] - terms["given"]
+        m = diff.numel()
+        stderr = float(diff.std(unbiased=True)) / math.sqrt(m) if m > 1 else math.inf
+        mean = float(diff.mean())
+        scores = {"given": float(terms["given"].mean()), "knn": float(terms["knn"].mean()), "difference": mean,
+                  "stderr": stderr}
+        return ("knn" if mean + INIT_CHECK_Z * stderr < 0 else "given"), scores
 
     def _inner_lr(self, hparams: HParams) -> Tensor | float:
         if not self.learn_inner_lr:

@@ -115,3 +115,17 @@ def test_save_and_load_keep_the_choice(tmp_path):
 def test_bad_init_graph(settings, message):
     with pytest.raises(ValueError, match=message):
         LDS(**FAST, **settings).fit(graph(noise=0.5))
+
+
+def test_choose_init_is_a_paired_test():
+    """kNN(k) only when its per-node outer loss is lower by more than 2 standard errors of the paired difference."""
+    given = torch.linspace(0.5, 1.5, 100, dtype=torch.float64)
+    noise = torch.tensor([0.3, -0.3], dtype=torch.float64).repeat(50)  # standard error 0.3 / 10 = 0.03
+    choice, scores = LDS._choose_init({"given": given, "knn": given - 0.05 + noise})
+    assert choice == "given"  # lower on average by 0.05 < 2 × 0.0302
+    assert scores["difference"] == pytest.approx(-0.05)
+    assert scores["stderr"] == pytest.approx(0.3 * (100 / 99) ** 0.5 / 10)
+    assert scores["knn"] < scores["given"]
+    choice, _ = LDS._choose_init({"given": given, "knn": given - 0.07 + noise})
+    assert choice == "knn"  # 0.07 > 2 × 0.0302
+    assert LDS._choose_init({"given": given[:1], "knn": given[:1] - 1})[0] == "given"  # one node: no evidence
