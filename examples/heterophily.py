@@ -330,6 +330,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     if model.backbone is LinearFirstGraphConv:
         used["backbone"] = "graphconv (LinearFirstGraphConv)"
     out.update(settings=used, best_val_acc=model.best_val_acc_, resumed=model.resumed_,
+               init_graph=model.init_graph_, init_check=model.init_check_,
                expected_edges=dist.expected_num_edges(), initial_edges=model.initial_num_edges_,
                fit_s=model.fit_time_, setup_s=getattr(model, "setup_time_", None),
                best_iteration=model.best_iteration_, outer_iters=len(model.history_), analysis=analysis)

@@ -830,7 +830,8 @@ class LDS(BaseEstimator):
         if setting == "auto":
             assert given is not None and knn is not None
             setting, scores = self._choose_init(self._init_check(prep, {"given": given, "knn": knn}))
-        self.init_graph_, self.init_check_ = setting, scores
+        if init_graph is None:  # a fit's choice (a rebuild from init_graph_ keeps the fitted record)
+            self.init_graph_, self.init_check_ = setting, scores
         init_edges = given if setting == "given" else knn
         extra = None
         if candidates == "sparse":

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from lds import LDS
 from lds.datasets import planted_partition
 from lds.datasets.graphs import knn_graph
+
+from lds import LDS
 from lds.edges import pairs_from_edge_index
 
 FAST = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2, "verbose": False}
