@@ -808,9 +808,12 @@ class LDS(BaseEstimator):
         k_max = max(ks, default=0)
         directed: Tensor | None = None
         if k_max > 0:
-            for name, value in (("k", self.k), ("candidate_k", k_max)):
-                if value >= n:
-                    raise ValueError(f"{name}={value} must be smaller than the number of nodes ({n}).")
+            if self.k >= n:
+                raise ValueError(f"k={self.k} must be smaller than the number of nodes ({n}).")
+            if k_max >= n:
+                what = "candidate_k" if self.candidate_k is not None else "candidate_k (default: k, or 2k from kNN(k))"
+                raise ValueError(f"{what}={k_max} must be smaller than the number of nodes ({n}): pass a smaller "
+                                 "candidate_k or k, or candidates='all'.")
             from lds.datasets.graphs import knn_graph
 
             # one search for the largest k: the nearest k of the k_max nearest (node-major, nearest first)
