@@ -564,11 +564,11 @@ class LDS(BaseEstimator):
             ``"knn"``: kNN(k), with the given edges kept as candidates at ``init_prob`` (on a sparse candidate set
             the candidates are then given ∪ kNN(candidate_k), ``candidate_k`` defaulting to 2k). ``"auto"``
             (default): a discrete outer step before Algorithm 7. The outer objective (outer-half validation
-            cross-entropy of the network trained on the training labels on that graph, :meth:`_init_check`) is
-            measured on both, and kNN(k) is chosen only when its loss is lower by more than ``INIT_CHECK_Z`` = 2
-            standard errors of the paired per-node difference (:meth:`_choose_init`): the given graph is kept
-            unless the labels θ is fitted to show that it hurts (``init_graph_``, ``init_check_``). Without a
-            graph θ₀ is kNN(k) whatever this setting.
+            cross-entropy of the network trained on the training labels, :meth:`_init_check`) is measured on the
+            given graph and without a graph; when the given graph does worse than none, by more than
+            ``INIT_CHECK_Z`` = 2 standard errors of the paired per-node difference (:meth:`_choose_init`), it
+            hurts and θ₀ is kNN(k) (kNN-LDS, with the given edges as candidates); otherwise the given graph is
+            kept (``init_graph_``, ``init_check_``). Without a graph θ₀ is kNN(k) whatever this setting.
         sampling: ``False`` runs the GCN on ``A = θ`` (kNN-LDS (dense)); ``True`` samples ``A ~ Ber(θ)``.
         hidden, dropout, weight_decay: the GCN (16, 0.5, 5e-4 on the first layer).
         normalize_features: Kipf's row normalisation of the features (``"auto"``: when non-negative).
@@ -832,7 +832,7 @@ class LDS(BaseEstimator):
         scores: dict[str, float] = {}
         if setting == "auto":
             assert given is not None and knn is not None
-            setting, scores = self._choose_init(self._init_check(prep, {"given": given, "knn": knn}))
+            setting, scores = self._choose_init(self._init_check(prep, {"given": (given, 1.0), "none": (given, 0.0)}))
         if init_graph is None:  # a fit's choice (a rebuild from init_graph_ keeps the fitted record)
             self.init_graph_, self.init_check_ = setting, scores
         init_edges = given if setting == "given" else knn
@@ -852,8 +852,9 @@ class LDS(BaseEstimator):
             device=self.device,
         )
 
-    def _init_check(self, prep: PreparedData, graphs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The outer objective at each initial graph A of ``graphs``, per outer validation node: the terms of
+    def _init_check(self, prep: PreparedData, graphs: Mapping[str, tuple[Tensor, float]]) -> dict[str, Tensor]:
+        """The outer objective at each graph A of ``graphs`` (name → edges and their weight: 1, or 0 for the
+        network without a graph, whose self-loops remain), per outer validation node: the terms of
         ``F(w(A), A)``, the cross-entropy on the outer validation half (eq. 9.5) of the network trained on the
         training labels (eq. 9.4) on ``A``.
 
@@ -865,8 +866,9 @@ class LDS(BaseEstimator):
         """
         out: dict[str, Tensor] = {}
         idx, y = prep.val_outer_idx, prep.y[prep.val_outer_idx]
-        for name, edges in graphs.items():
-            dist = EdgeDistribution.from_candidates(prep.num_nodes, candidates="sparse", init_edge_index=edges,
+        for name, (edges, weight) in graphs.items():
+            dist = EdgeDistribution.from_candidates(prep.num_nodes, candidates="sparse", init_edge_index=None,
+                                                    extra_edge_index=edges, init_prob=weight,
                                                     dtype=self._torch_dtype, device=self.device)
             inner, _ = lds_objectives(prep, dist, sampling=False, dropout=self.dropout,
                                       weight_decay=self.weight_decay, backbone=self.backbone_)
@@ -900,15 +902,17 @@ class LDS(BaseEstimator):
 
     @staticmethod
     def _choose_init(terms: Mapping[str, Tensor]) -> tuple[str, dict[str, float]]:
-        """``"knn"`` when its outer loss is below the given graph's by more than ``INIT_CHECK_Z`` standard errors
-        of the paired per-node difference (a one-sided paired z-test over the outer validation nodes), else
-        ``"given"``: the user's graph is kept unless the outer labels show that it hurts. Returns the choice and
-        the check's numbers (mean losses, mean difference kNN − given, its standard error)."""
-        diff = terms["knn"] - terms["given"]
+        """Whether the given graph hurts: ``"knn"`` when the outer loss of the network without a graph
+        (``terms["none"]``) is below the given graph's by more than ``INIT_CHECK_Z`` standard errors of the
+        paired per-node difference (a one-sided paired z-test over the outer validation nodes), else
+        ``"given"``: the user's graph is kept unless the outer labels show that it does worse than no graph.
+        Returns the choice and the check's numbers (mean losses, mean difference none − given, its standard
+        error)."""
+        diff = terms["none"] - terms["given"]
         m = diff.numel()
         stderr = float(diff.std(unbiased=True)) / math.sqrt(m) if m > 1 else math.inf
         mean = float(diff.mean())
-        scores = {"given": float(terms["given"].mean()), "knn": float(terms["knn"].mean()), "difference": mean,
+        scores = {"given": float(terms["given"].mean()), "none": float(terms["none"].mean()), "difference": mean,
                   "stderr": stderr}
         return ("knn" if mean + INIT_CHECK_Z * stderr < 0 else "given"), scores
 

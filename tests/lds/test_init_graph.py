@@ -31,7 +31,7 @@ def test_auto_keeps_a_helpful_graph_and_fits_exactly_as_given():
     auto = LDS(**FAST, seed=3).fit(data)
     given = LDS(**FAST, seed=3, init_graph="given").fit(data)
     assert auto.init_graph_ == "given" and given.init_graph_ == "given"
-    assert auto.init_check_["given"] < 0.5 * auto.init_check_["knn"]
+    assert auto.init_check_["given"] < auto.init_check_["none"] - 2 * auto.init_check_["stderr"]
     assert given.init_check_ == {}
     assert torch.equal(auto.distribution_.probs, given.distribution_.probs)
     for a, b in zip(auto.params_, given.params_):
@@ -39,15 +39,16 @@ def test_auto_keeps_a_helpful_graph_and_fits_exactly_as_given():
 
 
 def test_auto_starts_from_knn_where_the_given_graph_hurts():
-    """85 % of the given edges join two classes: the check prefers kNN(k); θ₀ is 1 exactly on kNN(k), the given
-    edges stay candidates at init_prob, and θ₀ on them is 0."""
+    """85 % of the given edges join two classes: the network does better without them, so θ₀ is kNN(k): 1 exactly
+    on kNN(k), the given edges stay candidates at init_prob, and θ₀ on them is 0."""
     data = graph(noise=0.9)
     model = LDS(**FAST, seed=0, k=5)
     prep, _ = model._prepare(data, fingerprint=False)
     model.backbone_ = None
     dist = model._build_distribution(prep)
     assert model.init_graph_ == "knn"
-    assert model.init_check_["knn"] < model.init_check_["given"]
+    assert model.init_check_["none"] < model.init_check_["given"]
+    assert model.init_check_["difference"] + 2 * model.init_check_["stderr"] < 0
     assert dist.is_all_pairs
     ones = pair_set(dist.pairs[:, dist.probs == 1])
     assert ones == pair_set(pairs_from_edge_index(knn_graph(data.x, 5)))
@@ -118,14 +119,15 @@ def test_bad_init_graph(settings, message):
 
 
 def test_choose_init_is_a_paired_test():
-    """kNN(k) only when its per-node outer loss is lower by more than 2 standard errors of the paired difference."""
+    """kNN(k) only when the network without a graph has a per-node outer loss lower than on the given graph by more
+    than 2 standard errors of the paired difference."""
     given = torch.linspace(0.5, 1.5, 100, dtype=torch.float64)
     noise = torch.tensor([0.3, -0.3], dtype=torch.float64).repeat(50)  # standard error 0.3 / 10 = 0.03
-    choice, scores = LDS._choose_init({"given": given, "knn": given - 0.05 + noise})
+    choice, scores = LDS._choose_init({"given": given, "none": given - 0.05 + noise})
     assert choice == "given"  # lower on average by 0.05 < 2 × 0.0302
     assert scores["difference"] == pytest.approx(-0.05)
     assert scores["stderr"] == pytest.approx(0.3 * (100 / 99) ** 0.5 / 10)
-    assert scores["knn"] < scores["given"]
-    choice, _ = LDS._choose_init({"given": given, "knn": given - 0.07 + noise})
+    assert scores["none"] < scores["given"]
+    choice, _ = LDS._choose_init({"given": given, "none": given - 0.07 + noise})
     assert choice == "knn"  # 0.07 > 2 × 0.0302
-    assert LDS._choose_init({"given": given[:1], "knn": given[:1] - 1})[0] == "given"  # one node: no evidence
+    assert LDS._choose_init({"given": given[:1], "none": given[:1] - 1})[0] == "given"  # one node: no evidence
