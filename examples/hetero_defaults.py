@@ -99,7 +99,7 @@ def summary(store: Store) -> list[str]:
             return f"{statistics.fmean(vals):.3f}" if vals else "–"
 
         chosen = ", ".join(sorted({r["init_graph"] for r in recs}))
-        lines.append(f"| {name} | `{SETTINGS[name]}` | {len(recs)} | {mean_std([100 * r['test_acc'] for r in recs])} "
+        lines.append(f"| {name} | `{SETTINGS[name]}` | {len(recs)} | {mean_std([r['test_acc'] for r in recs])} "
                      f"| {chosen} | {recs[0]['outer_optimizer']} | {avg('theta_given_same')} | "
                      f"{avg('theta_given_other')} | {avg('theta_new_same')} | {avg('theta_new_other')} | "
                      f"{avg('learned_homophily')} | {statistics.median(run_seconds(r) for r in recs):.0f} |")
