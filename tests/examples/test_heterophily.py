@@ -134,3 +134,22 @@ def test_linear_first_graphconv_equals_pyg_graphconv():
     torch.testing.assert_close(ours(x, edge_index, weight), ref(x, edge_index, weight))
     # the same parameter shapes and names under conv1.* (first-layer weight decay: both weights, not the bias)
     assert sorted(n for n, _ in ours.named_parameters()) == ["lin_rel.weight", "lin_root.bias", "lin_root.weight"]
+
+
+def test_a_method_still_missing_splits_is_not_the_best_lds():
+    """lds_auto holds only its 2 selection splits, with the best validation score: (b) waits for it and compares
+    lds, which holds all 3."""
+    recs = _fake_records()
+    for s in (0, 1):
+        for cfg in het.LDS_GRID:
+            recs.append(_rec("cornell", "lds_auto", s, 0.99, 0.10, cfg))
+    text = "\n".join(het.summary_lines(recs, quick=False))
+    assert "| cornell | lds | mlp | 3 | 2.0 ± 1.0 | 3 of 3 | yes |" in text
+
+
+def test_lds_default_has_no_grid():
+    assert het.grid_of("lds_default") == [{}]
+    assert het.grid_of("lds_auto") == het.LDS_GRID
+    groups = het.collect([_rec("cornell", "lds_default", s, 0.5, 0.6, {}) for s in (0, 1, 2)], quick=False)
+    g = groups[("cornell", "lds_default")]
+    assert g["config"] == {} and sorted(g["runs"]) == [0, 1, 2]
