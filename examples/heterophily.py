@@ -490,7 +490,8 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
 
     # (c) homophily
     hom_rows = ["| dataset | method | given graph | learned (θ-weighted) | θ same class | θ other class | "
-                "θ given edges | θ other candidates | expected edges |", "|---|---|---|---|---|---|---|---|---|"]
+                "θ given edges | θ other candidates | expected edges | θ₀ = kNN(k) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
     knn_rows = []
     for d in datasets:
         knn = [r["graph_homophily"] for r in runs(d, "knn_gcn") if r.get("graph_homophily") is not None]
@@ -507,6 +508,8 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
                 cells.append(f"{_analysis_mean(rs, f, initial=True)} → {_analysis_mean(rs, f)}")
             initial, learned = (_fmean([r[f] for r in rs]) for f in ("initial_edges", "expected_edges"))
             cells.append(f"{initial:.0f} → {learned:.0f}")
+            chosen = [r["init_graph"] for r in rs if r.get("init_graph")]
+            cells.append(f"{chosen.count('knn')} of {len(chosen)}" if chosen else "–")
             hom_rows.append(f"| {d} | {e} | " + " | ".join(cells) + " |")
     text += ["", "## (c) Homophily: given against learned graph", "",
              "Edge homophily (share of edges within a class, over edges with both ends labelled) of the given "
@@ -514,7 +517,9 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
              "the given graph, or on kNN(k) for the knn_ methods, and init_prob on the other candidates). Mean θ "
              "over candidate pairs within one class / across two classes, and over candidates that are / are not "
              "given edges; expected number of edges Σθ. Means over the reported splits; every label, test labels "
-             "included, is read here for reporting only.", "", *hom_rows]
+             "included, is read here for reporting only. θ₀ = kNN(k): on how many splits the initial graph was "
+             "kNN(k) (always for knn_ methods; for lds_auto and lds_default where `init_graph=\"auto\"` found that "
+             "the given graph hurts; the initial θ columns then describe kNN(k)).", "", *hom_rows]
     if knn_rows:
         text += ["", "Edge homophily of the baselines' graphs:", "", "| dataset | given | kNN(10) |", "|---|---|---|",
                  *knn_rows]
