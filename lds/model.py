@@ -800,12 +800,16 @@ class LDS(BaseEstimator):
             setting = "knn"
         elif self.k == 0:
             setting = "given"  # no kNN graph to start from (init_graph='knn' with k=0 is refused in the settings)
-        may_use_knn = setting in ("knn", "auto")
-        ks = [self.k] if may_use_knn else []
-        if candidates == "sparse":
-            ks += [self._candidate_k(True)] if may_use_knn else []
-            ks += [self._candidate_k(False)] if setting in ("given", "auto") else []
-        k_max = max(ks, default=0)
+        given = prep.edge_index.cpu() if has_graph else None
+        scores: dict[str, float] = {}
+        if setting == "auto":  # decided before any kNN search: the search is then the chosen setting's own
+            assert given is not None
+            setting, scores = self._choose_init(self._init_check(prep, {"given": (given, 1.0), "none": (given, 0.0)}))
+        if init_graph is None:  # a fit's choice (a rebuild from init_graph_ keeps the fitted record)
+            self.init_graph_, self.init_check_ = setting, scores
+        knn_init = setting == "knn"
+        k_cand = self._candidate_k(knn_init) if candidates == "sparse" else 0
+        k_max = max(self.k, k_cand) if (knn_init or candidates == "sparse") else 0
         directed: Tensor | None = None
         if k_max > 0:
             if self.k >= n:
@@ -816,7 +820,7 @@ class LDS(BaseEstimator):
                                  "candidate_k or k, or candidates='all'.")
             from lds.datasets.graphs import knn_graph
 
-            # one search for the largest k: the nearest k of the k_max nearest (node-major, nearest first)
+            # one search for the larger k: the nearest k of the k_max nearest (node-major, nearest first)
             directed = knn_graph(prep.x, k_max, metric=self.metric, symmetric=False,
                                  device=prep.x.device).view(2, n, k_max)  # the search runs on the model's device
 
@@ -827,20 +831,12 @@ class LDS(BaseEstimator):
                 return None
             return both_directions(undirected_pairs(directed[:, :, :k].reshape(2, -1)))
 
-        given = prep.edge_index.cpu() if has_graph else None
-        knn = nearest(self.k) if may_use_knn else None
-        scores: dict[str, float] = {}
-        if setting == "auto":
-            assert given is not None and knn is not None
-            setting, scores = self._choose_init(self._init_check(prep, {"given": (given, 1.0), "none": (given, 0.0)}))
-        if init_graph is None:  # a fit's choice (a rebuild from init_graph_ keeps the fitted record)
-            self.init_graph_, self.init_check_ = setting, scores
-        init_edges = given if setting == "given" else knn
+        knn = nearest(self.k) if knn_init else None
+        init_edges = knn if knn_init else given
         extra = None
         if candidates == "sparse":
-            k_cand = self._candidate_k(setting == "knn")
             extra = knn if knn is not None and k_cand == self.k else nearest(k_cand)
-            if setting == "knn" and given is not None:  # the given edges stay candidates (at init_prob)
+            if knn_init and given is not None:  # the given edges stay candidates (at init_prob)
                 extra = given if extra is None else torch.cat([given, extra], dim=1)
         return EdgeDistribution.from_candidates(
             n,

@@ -24,12 +24,16 @@ def pair_set(pairs: torch.Tensor) -> set[tuple[int, int]]:
     return set(map(tuple, pairs.t().tolist()))
 
 
-def test_auto_keeps_a_helpful_graph_and_fits_exactly_as_given():
+@pytest.mark.parametrize("candidates", ["all", "sparse"])
+def test_auto_keeps_a_helpful_graph_and_fits_exactly_as_given(candidates):
     """Homophilous given graph: the check prefers it by a wide margin, and the fit is bit-identical to
-    init_graph="given" (the check draws from its own stream, not the fit's)."""
+    init_graph="given" (the check draws from its own stream, not the fit's, and runs before the kNN search, so
+    that the sparse candidate set is the same search's)."""
     data = graph(noise=0.1)
-    auto = LDS(**FAST, seed=3).fit(data)
-    given = LDS(**FAST, seed=3, init_graph="given").fit(data)
+    data.x = (data.x > 0).float()  # binary features: many tied cosine similarities
+    auto = LDS(**FAST, seed=3, candidates=candidates).fit(data)
+    given = LDS(**FAST, seed=3, candidates=candidates, init_graph="given").fit(data)
+    assert torch.equal(auto.distribution_.pairs, given.distribution_.pairs)
     assert auto.init_graph_ == "given" and given.init_graph_ == "given"
     assert auto.init_check_["given"] < auto.init_check_["none"] - 2 * auto.init_check_["stderr"]
     assert given.init_check_ == {}
