@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, fit_resumable, mean_std, run_all, run_seconds  # noqa: E402
+from runner import Store, fit_resumable, mean_std, run_and_summarise, run_seconds  # noqa: E402
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -122,16 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/hetero_defaults")
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)
-    store = Store(os.path.join(args.out, "runs.jsonl"))
-    if not args.summary_only:
-        run_all(run_one, [task_of(n, s) for n in args.settings for s in SEEDS], store, workers=args.workers,
-                threads=args.threads)
-        store.refresh()
-    lines = summary(store)
-    with open(os.path.join(args.out, "summary.md"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return run_and_summarise(run_one, [task_of(n, s) for n in args.settings for s in SEEDS], args.out, summary,
+                             run=not args.summary_only, workers=args.workers, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, run_all  # noqa: E402
+from runner import Store, run_and_summarise  # noqa: E402
 
 PLANETOID = ("cora", "citeseer")
 KEEPS = (1.0, 0.75, 0.5, 0.25)
@@ -106,16 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/init_check")
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)
-    store = Store(os.path.join(args.out, "runs.jsonl"))
-    if not args.summary_only:
-        run_all(run_one, [t for d in args.datasets for t in tasks_of(d)], store, workers=args.workers,
-                threads=args.threads)
-        store.refresh()
-    lines = summary(store, list(DATASETS))
-    with open(os.path.join(args.out, "summary.md"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    tasks = [t for d in args.datasets for t in tasks_of(d)]
+    return run_and_summarise(run_one, tasks, args.out, lambda store: summary(store, list(DATASETS)),
+                             run=not args.summary_only, workers=args.workers, threads=args.threads)
 
 
 if __name__ == "__main__":

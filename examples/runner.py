@@ -229,6 +229,22 @@ def run_all(
             log(f"done {describe(t)}: {summarize(res)}")
 
 
+def run_and_summarise(fn: Callable[[dict[str, Any]], dict[str, Any]], tasks: list[dict[str, Any]], out: str,
+                      summary: Callable[[Store], list[str]], *, run: bool = True, workers: int = 1,
+                      threads: int | None = None) -> int:
+    """The small studies' main: run the ``tasks`` not yet recorded in ``out/runs.jsonl`` (skipped unless
+    ``run``), then write ``summary(store)`` to ``out/summary.md`` and print it."""
+    store = Store(os.path.join(out, "runs.jsonl"))
+    if run:
+        run_all(fn, tasks, store, workers=workers, threads=threads)
+        store.refresh()
+    lines = summary(store)
+    with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def run_seconds(rec: dict[str, Any]) -> float:
     """Seconds a recorded run took: its wall time, or for a fit resumed from a checkpoint the fit's own time
     summed over the processes that ran it (``fit_s``, when larger). Fits resumed before LDS kept the time
