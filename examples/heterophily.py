@@ -23,9 +23,9 @@ Methods (model seed = split index; every method early-stops on the same validati
   It runs as :class:`LinearFirstGraphConv`, the same function with the linear map applied before the sum (PyG's
   layer sums the raw features over every candidate edge: hundreds of times slower on 2,000 features);
   ``--lds '{"backbone": "graphconv"}'`` runs PyG's own layer;
-- ``lds_auto``: ``lds`` with ``init_graph="auto"``: θ₀ is the given graph or kNN(k), whichever has the lower
-  outer objective (outer-half validation cross-entropy of the GCN trained on it, ``LDS._init_check``), with the
-  given edges kept as candidates either way;
+- ``lds_auto``: ``lds`` with ``init_graph="auto"``: θ₀ is kNN(k) when the GCN trained without the given graph has
+  an outer-half validation cross-entropy lower than with it by more than 2 standard errors (``LDS._init_check``,
+  ``LDS._choose_init``: the graph hurts), else the given graph; the given edges are candidates either way;
 - ``lds_default``: ``LDS()`` with its defaults and the given graph, no grid (all pairs and the paper's SGD on
   graphs up to ``max_all_pairs``, ``init_graph="auto"``): what a user gets without tuning.
 

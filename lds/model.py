@@ -62,7 +62,8 @@ VARIANTS = ("paper", "refit")
 INIT_GRAPHS = ("auto", "given", "knn")
 #: initialisations averaged by the init_graph="auto" check (LDS._init_check)
 INIT_CHECK_RESTARTS = 2
-#: standard errors by which kNN(k) must beat the given graph for init_graph="auto" to start from it
+#: standard errors by which the network without a graph must beat the given graph for init_graph="auto" to
+#: judge that the graph hurts (and start from kNN(k))
 INIT_CHECK_Z = 2.0
 #: the outer optimisers and their default step η₀
 OUTER_OPTIMIZERS: Mapping[str, float] = MappingProxyType({"sgd": 1.0, "adam": 0.01})
@@ -871,28 +872,23 @@ class LDS(BaseEstimator):
             theta = dist.probs.detach()
             hparams = (theta, torch.zeros((), dtype=theta.dtype, device=theta.device))
             gen = self._generator(15485863)  # the same stream for every graph: paired initialisations
+
+            def batch(gen: torch.Generator = gen) -> tuple[None, DropoutMasks]:
+                return None, sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout, gen,
+                                                  self._torch_dtype, prep.x.device)
+
+            def score(params: NetParams, theta: Tensor = theta, dist: EdgeDistribution = dist) -> tuple[float, Tensor]:
+                with torch.no_grad():
+                    logits = network_logits(params, prep, theta, dist.candidates, backbone=self.backbone_)
+                    terms = F.cross_entropy(logits[idx], y, reduction="none").double()
+                return -float(terms.mean()), terms  # the lowest outer loss wins
+
             total = torch.zeros(idx.numel(), dtype=torch.float64, device=idx.device)
             with reuse_sampled_graphs(dist.candidates):
                 for _ in range(INIT_CHECK_RESTARTS):
-                    dynamics = Adam(inner, lr=float(self.inner_lr), eps=self.inner_eps)
-                    state = dynamics.init(self._init_params(prep, gen), hparams)
-                    best, best_terms, since = math.inf, total, 0
-                    while state.t < self.max_inner_steps and since < self.inner_patience:
-                        masks = sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout,
-                                                     gen, self._torch_dtype, prep.x.device)
-                        state = dynamics(state, hparams, (None, masks), create_graph=False)
-                        if state.t % self.hypergrad_every and state.t < self.max_inner_steps:
-                            continue
-                        with torch.no_grad():
-                            logits = network_logits(state.params, prep, theta, dist.candidates,
-                                                    backbone=self.backbone_)
-                            terms = F.cross_entropy(logits[idx], y, reduction="none").double()
-                        loss = float(terms.mean())
-                        if loss < best:
-                            best, best_terms, since = loss, terms, 0
-                        else:
-                            since += 1
-                    total = total + best_terms
+                    _, terms, _ = self._train_early_stopped(inner, self._init_params(prep, gen), hparams,
+                                                            float(self.inner_lr), batch, score, self.inner_patience)
+                    total = total + terms
             out[name] = total / INIT_CHECK_RESTARTS
         return out
 
@@ -1062,6 +1058,29 @@ class LDS(BaseEstimator):
                               projection=lambda hp: project_theta(hp[:1]), warm_start=True, batches=batches)
         return hopt, make_outer
 
+    def _train_early_stopped(self, inner: Callable[..., Tensor], params: NetParams, hparams: HParams, lr: float,
+                             batch: Callable[[], Any], score: Callable[[NetParams], tuple[Any, Any]],
+                             patience: int) -> tuple[Any, Any, int]:
+        """Adam at ``lr`` on ``inner`` from ``params`` with θ fixed (``hparams``), a fresh ``batch()`` per step.
+        Every τ steps and at the last, ``score(params)`` gives ``(key, payload)``; the payload of the largest key
+        is kept. Stops after ``patience`` scorings without improvement or ``max_inner_steps``. Returns the best
+        key, its payload and the number of steps (the refit and the init_graph check)."""
+        dynamics = Adam(inner, lr=lr, eps=self.inner_eps)
+        state = dynamics.init(params, hparams)
+        best_key: Any = None
+        best: Any = None
+        since = 0
+        while state.t < self.max_inner_steps and since < patience:
+            state = dynamics(state, hparams, batch(), create_graph=False)
+            if state.t % self.hypergrad_every and state.t < self.max_inner_steps:
+                continue
+            key, payload = score(state.params)
+            if best_key is None or key > best_key:
+                best_key, best, since = key, payload, 0
+            else:
+                since += 1
+        return best_key, best, int(state.t)
+
     def _init_params(self, prep: PreparedData, gen: torch.Generator) -> NetParams:
         """Fresh network weights from ``gen``: the built-in GCN's Glorot (W1, W2), or the backbone's."""
         if self.backbone_ is None:
@@ -1114,25 +1133,21 @@ class LDS(BaseEstimator):
         params = self._init_params(prep, gen)
         theta = dist.probs.detach()
         hparams = (theta, torch.zeros((), dtype=theta.dtype, device=theta.device))
-        dynamics = Adam(inner, lr=float(self.inner_lr_), eps=self.inner_eps)
-        state = dynamics.init(params, hparams)
-        best: tuple[float, float] = (-math.inf, -math.inf)
-        best_params, since = tuple(p.detach() for p in state.params), 0
+
+        def batch() -> tuple[EdgeUniforms | None, DropoutMasks]:
+            uniforms = dist.draw(gen) if self.sampling else None
+            return uniforms, sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout, gen,
+                                                  self._torch_dtype, prep.x.device)
+
+        def score(params: NetParams) -> tuple[tuple[float, float], tuple[Tensor, ...]]:
+            acc, loss = self._evaluate(params, prep, dist, theta, prep.val_stop_idx)
+            return (acc, -loss), tuple(p.detach() for p in params)
+
         reuse = nullcontext() if self.sampling else reuse_sampled_graphs(dist.candidates)
         with reuse:
-            while state.t < self.max_inner_steps and since < self.patience:
-                uniforms = dist.draw(gen) if self.sampling else None
-                masks = sample_dropout_masks(prep.features, (prep.num_nodes, self.hidden), self.dropout, gen,
-                                             self._torch_dtype, prep.x.device)
-                state = dynamics(state, hparams, (uniforms, masks), create_graph=False)
-                if state.t % self.hypergrad_every and state.t < self.max_inner_steps:
-                    continue
-                acc, loss = self._evaluate(state.params, prep, dist, theta, prep.val_stop_idx)
-                if (acc, -loss) > best:
-                    best, best_params, since = (acc, -loss), tuple(p.detach() for p in state.params), 0
-                else:
-                    since += 1
-        return best_params, best[0], int(state.t)
+            best, best_params, steps = self._train_early_stopped(inner, params, hparams, float(self.inner_lr_), batch,
+                                                                 score, self.patience)
+        return best_params, best[0], steps
 
     # ------------------------------------------------------------------ evaluation
     def _mean_proba(self, params: NetParams, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:
