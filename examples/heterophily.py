@@ -23,9 +23,10 @@ Methods (model seed = split index; every method early-stops on the same validati
   It runs as :class:`LinearFirstGraphConv`, the same function with the linear map applied before the sum (PyG's
   layer sums the raw features over every candidate edge: hundreds of times slower on 2,000 features);
   ``--lds '{"backbone": "graphconv"}'`` runs PyG's own layer;
-- ``lds_auto``: ``lds`` with ``init_graph="auto"``: θ₀ is kNN(k) when the GCN trained without the given graph has
-  an outer-half validation cross-entropy lower than with it by more than 2 standard errors (``LDS._init_check``,
-  ``LDS._choose_init``: the graph hurts), else the given graph; the given edges are candidates either way;
+- ``lds_auto``: ``lds`` with ``init_graph="auto"``: when the GCN trained without the given graph has an outer-half
+  validation cross-entropy lower than with it by more than 2 standard errors (``LDS._init_check``,
+  ``LDS._choose_init``: the graph hurts), θ₀ is kNN(k) or the empty graph, whichever has the lower outer loss;
+  else the given graph; the given edges are candidates either way;
 - ``lds_default``: ``LDS()`` with its defaults and the given graph, no grid (all pairs and the paper's SGD on
   graphs up to ``max_all_pairs``, ``init_graph="auto"``): what a user gets without tuning.
 
@@ -490,7 +491,7 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
 
     # (c) homophily
     hom_rows = ["| dataset | method | given graph | learned (θ-weighted) | θ same class | θ other class | "
-                "θ given edges | θ other candidates | expected edges | θ₀ = kNN(k) |",
+                "θ given edges | θ other candidates | expected edges | θ₀: given / kNN(k) / empty |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
     knn_rows = []
     for d in datasets:
@@ -509,7 +510,7 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
             initial, learned = (_fmean([r[f] for r in rs]) for f in ("initial_edges", "expected_edges"))
             cells.append(f"{initial:.0f} → {learned:.0f}")
             chosen = [r["init_graph"] for r in rs if r.get("init_graph")]
-            cells.append(f"{chosen.count('knn')} of {len(chosen)}" if chosen else "–")
+            cells.append(" / ".join(str(chosen.count(c)) for c in ("given", "knn", "none")) if chosen else "–")
             hom_rows.append(f"| {d} | {e} | " + " | ".join(cells) + " |")
     text += ["", "## (c) Homophily: given against learned graph", "",
              "Edge homophily (share of edges within a class, over edges with both ends labelled) of the given "
@@ -517,9 +518,11 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
              "the given graph, or on kNN(k) for the knn_ methods, and init_prob on the other candidates). Mean θ "
              "over candidate pairs within one class / across two classes, and over candidates that are / are not "
              "given edges; expected number of edges Σθ. Means over the reported splits; every label, test labels "
-             "included, is read here for reporting only. θ₀ = kNN(k): on how many splits the initial graph was "
-             "kNN(k) (always for knn_ methods; for lds_auto and lds_default where `init_graph=\"auto\"` found that "
-             "the given graph hurts; the initial θ columns then describe kNN(k)).", "", *hom_rows]
+             "included, is read here for reporting only. θ₀: on how many splits the initial graph was the given one, "
+             "kNN(k) or the empty graph (kNN(k) always for knn_ methods; for lds_auto and lds_default "
+             "`init_graph=\"auto\"` replaces a given graph that hurts by kNN(k) or the empty graph, whichever has "
+             "the lower outer loss; the initial θ columns then describe that graph, and an empty θ₀ has no "
+             "initial homophily).", "", *hom_rows]
     if knn_rows:
         text += ["", "Edge homophily of the baselines' graphs:", "", "| dataset | given | kNN(10) |", "|---|---|---|",
                  *knn_rows]

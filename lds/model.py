@@ -59,11 +59,11 @@ from .typing import GraphData, HParams, NetParams
 
 INNER_LR_RANGE = (1e-4, 0.05)
 VARIANTS = ("paper", "refit")
-INIT_GRAPHS = ("auto", "given", "knn")
+INIT_GRAPHS = ("auto", "given", "knn", "none")
 #: initialisations averaged by the init_graph="auto" check (LDS._init_check)
 INIT_CHECK_RESTARTS = 2
 #: standard errors by which the network without a graph must beat the given graph for init_graph="auto" to
-#: judge that the graph hurts (and start from kNN(k))
+#: judge that the graph hurts (and start from kNN(k) or the empty graph)
 INIT_CHECK_Z = 2.0
 #: the outer optimisers and their default step η₀
 OUTER_OPTIMIZERS: Mapping[str, float] = MappingProxyType({"sgd": 1.0, "adam": 0.01})
@@ -563,13 +563,16 @@ class LDS(BaseEstimator):
         init_prob: θ on candidates outside the initial graph.
         init_graph: the initial graph θ₀ when the data has a graph. ``"given"``: the given graph (the paper).
             ``"knn"``: kNN(k), with the given edges kept as candidates at ``init_prob`` (on a sparse candidate set
-            the candidates are then given ∪ kNN(candidate_k), ``candidate_k`` defaulting to 2k). ``"auto"``
-            (default): a discrete outer step before Algorithm 7. The outer objective (outer-half validation
-            cross-entropy of the network trained on the training labels, :meth:`_init_check`) is measured on the
-            given graph and without a graph; when the given graph does worse than none, by more than
-            ``INIT_CHECK_Z`` = 2 standard errors of the paired per-node difference (:meth:`_choose_init`), it
-            hurts and θ₀ is kNN(k) (kNN-LDS, with the given edges as candidates); otherwise the given graph is
-            kept (``init_graph_``, ``init_check_``). Without a graph θ₀ is kNN(k) whatever this setting.
+            the candidates are then given ∪ kNN(candidate_k), ``candidate_k`` defaulting to 2k). ``"none"``: the
+            empty graph, θ₀ = ``init_prob`` on every candidate (the same candidates as ``"knn"``): the network
+            starts as an MLP on self-loops and the hypergradient adds the edges that lower the outer loss.
+            ``"auto"`` (default): a discrete outer step before Algorithm 7 (:meth:`_init_check`,
+            :meth:`_choose_init`). The outer objective (outer-half validation cross-entropy of the network
+            trained on the training labels) is measured on the given graph and without a graph. When the given
+            graph does worse than none by more than ``INIT_CHECK_Z`` = 2 standard errors of the paired per-node
+            difference, it hurts and is replaced by kNN(k) or the empty graph, whichever has the lower outer loss
+            (the given edges stay candidates); otherwise it is kept. The choice and the numbers are kept in
+            ``init_graph_`` and ``init_check_``. Without a graph θ₀ is kNN(k) whatever this setting.
         sampling: ``False`` runs the GCN on ``A = θ`` (kNN-LDS (dense)); ``True`` samples ``A ~ Ber(θ)``.
         hidden, dropout, weight_decay: the GCN (16, 0.5, 5e-4 on the first layer).
         normalize_features: Kipf's row normalisation of the features (``"auto"``: when non-negative).
@@ -799,18 +802,18 @@ class LDS(BaseEstimator):
         setting = self.init_graph if init_graph is None else init_graph
         if not has_graph:
             setting = "knn"
-        elif self.k == 0:
+        elif self.k == 0 and setting != "none":
             setting = "given"  # no kNN graph to start from (init_graph='knn' with k=0 is refused in the settings)
         given = prep.edge_index.cpu() if has_graph else None
         scores: dict[str, float] = {}
-        if setting == "auto":  # decided before any kNN search: the search is then the chosen setting's own
+        terms: dict[str, Tensor] = {}
+        if setting == "auto":  # given or not decided before any kNN search: the search is then the choice's own
             assert given is not None
-            setting, scores = self._choose_init(self._init_check(prep, {"given": (given, 1.0), "none": (given, 0.0)}))
-        if init_graph is None:  # a fit's choice (a rebuild from init_graph_ keeps the fitted record)
-            self.init_graph_, self.init_check_ = setting, scores
-        knn_init = setting == "knn"
-        k_cand = self._candidate_k(knn_init) if candidates == "sparse" else 0
-        k_max = max(self.k, k_cand) if (knn_init or candidates == "sparse") else 0
+            terms = self._init_check(prep, {"given": (given, 1.0), "none": (given, 0.0)})
+            setting, scores = self._choose_init(terms)
+        replaced = setting in ("knn", "none")  # θ₀ is not the given graph: kNN(2k) candidates by default
+        k_cand = self._candidate_k(replaced) if candidates == "sparse" else 0
+        k_max = max(self.k, k_cand) if (replaced or candidates == "sparse") else 0
         directed: Tensor | None = None
         if k_max > 0:
             if self.k >= n:
@@ -832,12 +835,17 @@ class LDS(BaseEstimator):
                 return None
             return both_directions(undirected_pairs(directed[:, :, :k].reshape(2, -1)))
 
-        knn = nearest(self.k) if knn_init else None
-        init_edges = knn if knn_init else given
+        knn = nearest(self.k) if replaced else None
+        if terms and knn is not None:  # the given graph hurts: kNN(k) or the empty graph, by the outer loss
+            terms.update(self._init_check(prep, {"knn": (knn, 1.0)}))
+            setting, scores = self._choose_init(terms)
+        if init_graph is None:  # a fit's choice (a rebuild from init_graph_ keeps the fitted record)
+            self.init_graph_, self.init_check_ = setting, scores
+        init_edges = {"given": given, "knn": knn, "none": None}[setting]
         extra = None
         if candidates == "sparse":
             extra = knn if knn is not None and k_cand == self.k else nearest(k_cand)
-            if knn_init and given is not None:  # the given edges stay candidates (at init_prob)
+            if replaced and given is not None:  # the given edges stay candidates (at init_prob)
                 extra = given if extra is None else torch.cat([given, extra], dim=1)
         return EdgeDistribution.from_candidates(
             n,
@@ -894,19 +902,32 @@ class LDS(BaseEstimator):
 
     @staticmethod
     def _choose_init(terms: Mapping[str, Tensor]) -> tuple[str, dict[str, float]]:
-        """Whether the given graph hurts: ``"knn"`` when the outer loss of the network without a graph
-        (``terms["none"]``) is below the given graph's by more than ``INIT_CHECK_Z`` standard errors of the
-        paired per-node difference (a one-sided paired z-test over the outer validation nodes), else
-        ``"given"``: the user's graph is kept unless the outer labels show that it does worse than no graph.
-        Returns the choice and the check's numbers (mean losses, mean difference none − given, its standard
-        error)."""
-        diff = terms["none"] - terms["given"]
-        m = diff.numel()
-        stderr = float(diff.std(unbiased=True)) / math.sqrt(m) if m > 1 else math.inf
-        mean = float(diff.mean())
-        scores = {"given": float(terms["given"].mean()), "none": float(terms["none"].mean()), "difference": mean,
-                  "stderr": stderr}
-        return ("knn" if mean + INIT_CHECK_Z * stderr < 0 else "given"), scores
+        """The initial graph from the per-node outer losses of :meth:`_init_check`, in two steps.
+
+        1. Whether the given graph hurts: it does when the outer loss of the network without a graph
+           (``terms["none"]``) is below the given graph's by more than ``INIT_CHECK_Z`` standard errors of the
+           paired per-node difference (a one-sided paired z-test over the outer validation nodes). Otherwise
+           ``"given"``: the user's graph is kept unless the outer labels show that it does worse than no graph.
+        2. What replaces it: with ``terms["knn"]`` (kNN(k)), the lower mean outer loss of ``"knn"`` and
+           ``"none"`` (a discrete outer step on F, eq. 9.5; ``"knn"`` on a tie); without it ``"knn"``, the
+           first step's answer before the kNN graph is built.
+
+        Returns the choice and the check's numbers: mean losses, the mean difference none − given and its
+        standard error, and with kNN(k) the mean difference none − knn."""
+        def paired(a: str, b: str) -> tuple[float, float]:
+            diff = terms[a] - terms[b]
+            m = diff.numel()
+            return float(diff.mean()), (float(diff.std(unbiased=True)) / math.sqrt(m) if m > 1 else math.inf)
+
+        mean, stderr = paired("none", "given")
+        scores = {name: float(t.mean()) for name, t in terms.items()}
+        scores.update(difference=mean, stderr=stderr)
+        if not mean + INIT_CHECK_Z * stderr < 0:
+            return "given", scores
+        if "knn" not in terms:
+            return "knn", scores
+        scores["difference_knn"], scores["stderr_knn"] = paired("none", "knn")
+        return ("none" if scores["difference_knn"] < 0 else "knn"), scores
 
     def _inner_lr(self, hparams: HParams) -> Tensor | float:
         if not self.learn_inner_lr:
@@ -1367,9 +1388,9 @@ class LDS(BaseEstimator):
             setattr(model, name + "_", state[name])
         # the initial graph chosen (files of versions before init_graph started from the given graph)
         init_graph, init_check = state.get("init_graph", "given"), state.get("init_check", {})
-        if init_graph not in ("given", "knn") or not isinstance(init_check, dict):
-            raise ValueError(f"{path} is not a valid saved LDS model: 'init_graph' must be 'given' or 'knn' and "
-                             f"'init_check' a dict, got {init_graph!r} and {type(init_check).__name__}.")
+        if init_graph not in INIT_GRAPHS[1:] or not isinstance(init_check, dict):
+            raise ValueError(f"{path} is not a valid saved LDS model: 'init_graph' must be 'given', 'knn' or "
+                             f"'none' and 'init_check' a dict, got {init_graph!r} and {type(init_check).__name__}.")
         model.init_graph_, model.init_check_ = init_graph, init_check
         model.backbone_ = None
         if not (isinstance(model.backbone, str) and model.backbone == "gcn"):

@@ -1,5 +1,5 @@
-"""LDS(init_graph=...): the initial graph θ₀, and the "auto" check that starts from kNN(k) where the given graph hurts
-(issue 25)."""
+"""LDS(init_graph=...): the initial graph θ₀, and the "auto" check that starts from kNN(k) or the empty graph where
+the given graph hurts (issue 25)."""
 
 from __future__ import annotations
 
@@ -51,8 +51,11 @@ def test_auto_starts_from_knn_where_the_given_graph_hurts():
     model.backbone_ = None
     dist = model._build_distribution(prep)
     assert model.init_graph_ == "knn"
-    assert model.init_check_["none"] < model.init_check_["given"]
-    assert model.init_check_["difference"] + 2 * model.init_check_["stderr"] < 0
+    check = model.init_check_
+    assert check["none"] < check["given"]
+    assert check["difference"] + 2 * check["stderr"] < 0
+    # kNN(k) was then measured too, and beat the empty graph (features are informative, kNN(5) homophilous)
+    assert check["knn"] < check["none"] and check["difference_knn"] == pytest.approx(check["none"] - check["knn"])
     assert dist.is_all_pairs
     ones = pair_set(dist.pairs[:, dist.probs == 1])
     assert ones == pair_set(pairs_from_edge_index(knn_graph(data.x, 5)))
@@ -72,6 +75,37 @@ def test_knn_init_on_sparse_candidates_keeps_the_given_edges():
     assert pair_set(dist.pairs) == expected
     assert pair_set(dist.pairs[:, dist.probs == 1]) == pair_set(pairs_from_edge_index(knn_graph(data.x, 4)))
     assert model.init_check_ == {}
+
+
+@pytest.mark.parametrize("candidates", ["all", "sparse"])
+def test_empty_init_starts_as_an_mlp_and_learns_edges(candidates):
+    """init_graph="none": θ₀ = init_prob (0) on every candidate, the candidates those of "knn" (sparse: given ∪
+    kNN(2k)); the first sampled graphs are empty, and the hypergradient (straight-through, eq. 9.6, reaching θ = 0)
+    raises θ on some candidates."""
+    data = graph(noise=0.9, seed=1)
+    settings = {**FAST, "k": 4, "candidates": candidates, "outer_optimizer": "adam", "outer_lr": 0.05}
+    model = LDS(**settings, init_graph="none")
+    prep, _ = model._prepare(data, fingerprint=False)
+    model.backbone_ = None
+    dist = model._build_distribution(prep)
+    knn = LDS(**settings, init_graph="knn")
+    knn.backbone_ = None
+    assert torch.equal(dist.pairs, knn._build_distribution(prep).pairs)
+    assert model.init_graph_ == "none" and model.init_check_ == {}
+    assert float(dist.probs.abs().max()) == 0.0
+    fitted = LDS(**settings, init_graph="none", seed=0).fit(data)
+    assert fitted.init_graph_ == "none"
+    assert float(fitted.distribution_.probs.max()) > 0.0
+
+
+def test_empty_init_with_k0_keeps_the_given_edges_as_candidates():
+    data = graph(noise=0.9, seed=1)
+    model = LDS(**FAST, k=0, candidates="sparse", init_graph="none")
+    prep, _ = model._prepare(data, fingerprint=False)
+    model.backbone_ = None
+    dist = model._build_distribution(prep)
+    assert pair_set(dist.pairs) == pair_set(pairs_from_edge_index(data.edge_index))
+    assert float(dist.probs.max()) == 0.0
 
 
 def test_check_reads_no_test_label():
@@ -123,8 +157,8 @@ def test_bad_init_graph(settings, message):
 
 
 def test_choose_init_is_a_paired_test():
-    """kNN(k) only when the network without a graph has a per-node outer loss lower than on the given graph by more
-    than 2 standard errors of the paired difference."""
+    """The given graph is replaced only when the network without a graph has a per-node outer loss lower than on
+    the given graph by more than 2 standard errors of the paired difference."""
     given = torch.linspace(0.5, 1.5, 100, dtype=torch.float64)
     noise = torch.tensor([0.3, -0.3], dtype=torch.float64).repeat(50)  # standard error 0.3 / 10 = 0.03
     choice, scores = LDS._choose_init({"given": given, "none": given - 0.05 + noise})
@@ -135,3 +169,25 @@ def test_choose_init_is_a_paired_test():
     choice, _ = LDS._choose_init({"given": given, "none": given - 0.07 + noise})
     assert choice == "knn"  # 0.07 > 2 × 0.0302
     assert LDS._choose_init({"given": given[:1], "none": given[:1] - 1})[0] == "given"  # one node: no evidence
+
+
+def test_choose_init_replaces_a_graph_that_hurts_by_the_lower_outer_loss():
+    """Given graph rejected: kNN(k) or the empty graph, whichever has the lower mean outer loss (kNN(k) on a tie);
+    without kNN(k)'s losses the first step's answer, "knn". A kept given graph stays kept whatever kNN(k) does."""
+    given = torch.full((50,), 1.0, dtype=torch.float64)
+    none = torch.linspace(0.4, 0.6, 50, dtype=torch.float64)  # far below the given graph's loss
+    assert LDS._choose_init({"given": given, "none": none})[0] == "knn"
+    choice, scores = LDS._choose_init({"given": given, "none": none, "knn": none - 0.01})
+    assert choice == "knn" and scores["difference_knn"] == pytest.approx(0.01)
+    assert scores["knn"] == pytest.approx(0.49)
+    choice, scores = LDS._choose_init({"given": given, "none": none, "knn": none + 0.01})
+    assert choice == "none" and scores["difference_knn"] == pytest.approx(-0.01)
+    assert LDS._choose_init({"given": given, "none": none, "knn": none.clone()})[0] == "knn"
+    assert LDS._choose_init({"given": none, "none": given, "knn": none - 0.3})[0] == "given"
+
+
+def test_save_and_load_an_empty_init(tmp_path):
+    model = LDS(**FAST, init_graph="none", k=4).fit(graph(noise=0.9))
+    path = tmp_path / "m.pt"
+    model.save(path)
+    assert LDS.load(path).init_graph_ == "none"
