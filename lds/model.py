@@ -462,14 +462,15 @@ class _Checkpointer:
     last finished iteration when the fit ends between two of those (``max_outer_iters``, Ctrl-C)."""
 
     def __init__(self, path: str | os.PathLike | None, every: int, fingerprint: dict[str, Any],
-                 settings: dict[str, Any]) -> None:
+                 settings: dict[str, Any], init: dict[str, Any]) -> None:
         self.path, self.every, self.fingerprint, self.settings = path, every, fingerprint, settings
+        self.init = init  # the initial graph chosen (init_graph, init_check): resume rebuilds θ₀ without the check
         self.unsaved: dict[str, Any] | None = None  # the last finished iteration, not yet written
 
     def after_iteration(self, state: FitState, elapsed: float, done: bool) -> None:
         if self.path is None:
             return
-        self.unsaved = state.to_checkpoint(self.settings, self.fingerprint, elapsed)
+        self.unsaved = {**state.to_checkpoint(self.settings, self.fingerprint, elapsed), **self.init}
         if state.iteration % self.every == 0 or done:
             _atomic_save(self.unsaved, self.path)
             self.unsaved = None
@@ -966,7 +967,8 @@ class LDS(BaseEstimator):
         prep, dist, state, fingerprint = self._setup(data, resume, fingerprint=checkpoint is not None)
         setup_time = time.perf_counter() - t_setup
         saver = _Checkpointer(checkpoint, self.checkpoint_every, fingerprint,
-                              self._plain_params(checkpoint=True) if checkpoint is not None else {})
+                              self._plain_params(checkpoint=True) if checkpoint is not None else {},
+                              {"init_graph": self.init_graph_, "init_check": dict(self.init_check_)})
         hopt, make_outer = self._hyper_optimizer(prep, dist, state)
         t0 = time.perf_counter() - state.elapsed
         interrupted = False
@@ -1005,7 +1007,11 @@ class LDS(BaseEstimator):
         ck = _load_checkpoint(resume) if resume is not None else None
         prep, fp = self._prepare(data, fingerprint=fingerprint or ck is not None)
         self.backbone_ = self._make_backbone(prep)  # before θ₀: the init_graph check trains it
-        dist = self._build_distribution(prep)
+        # a resumed fit starts from the initial graph its checkpoint records (older ones: the check runs again)
+        init = ck.get("init_graph") if ck is not None else None
+        dist = self._build_distribution(prep, init_graph=init)
+        if ck is not None and init is not None:
+            self.init_graph_, self.init_check_ = init, dict(ck.get("init_check", {}))
         self.initial_num_edges_ = dist.expected_num_edges()
         state = self._start(dist)
         if ck is not None:
@@ -1486,6 +1492,9 @@ def _load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path}: 'probs' must be a 1-D float tensor and 'lr_logit' a scalar")
         if min(ck["since_best"], ck["iteration"], ck["num_updates"]) < 0 or not ck["best"]["params"]:
             raise ValueError(f"{path}: negative counters or no network weights")
+        if "init_graph" in ck and (ck["init_graph"] not in INIT_GRAPHS[1:]
+                                   or not isinstance(ck.get("init_check", {}), dict)):
+            raise ValueError(f"{path}: 'init_graph' must be 'given', 'knn' or 'none' and 'init_check' a dict")
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"{exc}: it is not {what}.") from exc
     return ck

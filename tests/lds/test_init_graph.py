@@ -191,3 +191,28 @@ def test_save_and_load_an_empty_init(tmp_path):
     path = tmp_path / "m.pt"
     model.save(path)
     assert LDS.load(path).init_graph_ == "none"
+
+
+def test_resume_starts_from_the_recorded_choice_without_the_check(tmp_path, monkeypatch):
+    """The checkpoint records init_graph_ and init_check_; resume rebuilds θ₀ from them (the check is not run
+    again) and ends exactly where the uninterrupted fit ends."""
+    data = graph(noise=0.9)
+    settings = {**FAST, "max_outer_iters": 3, "checkpoint_every": 1, "seed": 0}
+    full = LDS(**settings).fit(data)
+    assert full.init_graph_ in ("knn", "none")
+    ck = tmp_path / "ck.pt"
+    LDS(**{**settings, "max_outer_iters": 2}).fit(data, checkpoint=ck)
+    state = torch.load(ck, weights_only=True)
+    assert state["init_graph"] == full.init_graph_ and state["init_check"] == full.init_check_
+
+    def no_check(*args, **kwargs):
+        raise AssertionError("the check ran again on resume")
+
+    monkeypatch.setattr(LDS, "_init_check", no_check)
+    resumed = LDS(**settings).fit(data, resume=ck)
+    assert resumed.init_graph_ == full.init_graph_ and resumed.init_check_ == full.init_check_
+    assert torch.equal(resumed.distribution_.probs, full.distribution_.probs)
+    state["init_graph"] = "kNN"
+    torch.save(state, ck)
+    with pytest.raises(ValueError, match="'init_graph' must be 'given', 'knn' or 'none'"):
+        LDS(**settings).fit(data, resume=ck)
