@@ -6,8 +6,9 @@ edges per node of which 15 % within a class; seeds 0-3), ``LDS`` is fitted with 
 candidates the issue names changed one at a time, each from the given graph (``init_graph="given"``, the
 default before ``init_graph="auto"``):
 
-- ``default``: ``LDS()`` (``init_graph="auto"``: θ₀ is kNN(k) when its outer loss beats the given graph's by more
-  than 2 standard errors of the paired per-node difference, else the given graph);
+- ``default``: ``LDS()`` (``init_graph="auto"``: when the network without a graph has an outer loss below the
+  given graph's by more than 2 standard errors of the paired per-node difference, θ₀ is kNN(k) or the empty
+  graph, whichever has the lower outer loss; else the given graph);
 - ``given``: ``LDS(init_graph="given")``, the defaults before: all pairs, the paper's SGD (η₀ = 1), θ₀ = 1 on the
   given edges;
 - ``given_adam``: the same with the Adam outer step (0.01), on all pairs;
@@ -98,7 +99,8 @@ def summary(store: Store) -> list[str]:
             vals = [r[field] for r in rs if r.get(field) is not None]
             return f"{statistics.fmean(vals):.3f}" if vals else "–"
 
-        chosen = ", ".join(sorted({r["init_graph"] for r in recs}))
+        chosen = ", ".join(f"{c} ({n})" for c in sorted({r["init_graph"] for r in recs})
+                           if (n := sum(r["init_graph"] == c for r in recs)))
         lines.append(f"| {name} | `{SETTINGS[name]}` | {len(recs)} | {mean_std([r['test_acc'] for r in recs])} "
                      f"| {chosen} | {recs[0]['outer_optimizer']} | {avg('theta_given_same')} | "
                      f"{avg('theta_given_other')} | {avg('theta_new_same')} | {avg('theta_new_other')} | "

@@ -19,6 +19,6 @@ def test_runs_are_recorded_and_summarised(tmp_path, monkeypatch):
     assert len(lines) == 2
     text = (out / "summary.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| given |"))
-    assert "| 1 |" in row and "| given |" in row  # one seed; θ₀ the given graph, as pinned
+    assert "| 1 |" in row and "| given (1) |" in row  # one seed; θ₀ the given graph (on 1 seed), as pinned
     assert hd.main(["--out", str(out)]) == 0  # resumed: nothing rerun
     assert len((out / "runs.jsonl").read_text().splitlines()) == 2
