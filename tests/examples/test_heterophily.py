@@ -153,3 +153,13 @@ def test_lds_default_has_no_grid():
     groups = het.collect([_rec("cornell", "lds_default", s, 0.5, 0.6, {}) for s in (0, 1, 2)], quick=False)
     g = groups[("cornell", "lds_default")]
     assert g["config"] == {} and sorted(g["runs"]) == [0, 1, 2]
+
+
+def test_auto_methods_are_paired_against_every_baseline():
+    """(b2): lds_default's test score minus each baseline's, paired over the splits both hold."""
+    recs = _fake_records() + [_rec("cornell", "lds_default", s, 0.5, 0.75, {}) for s in (0, 1, 2)]
+    text = "\n".join(het.summary_lines(recs, quick=False))
+    # − gcn_val: 75 − 90 on every split; − mlp: 75 − 70, 75 − 71, 75 − 72; − gcn: 75 − 50; no knn_gcn column
+    assert "| dataset | method | − gcn_val | − mlp | − gcn |" in text
+    assert "| cornell | lds_default | -15.0 ± 0.0 (0 of 3 ahead) | 4.0 ± 1.0 (3 of 3 ahead) | " \
+           "25.0 ± 0.0 (3 of 3 ahead) |" in text
