@@ -216,3 +216,16 @@ def test_resume_starts_from_the_recorded_choice_without_the_check(tmp_path, monk
     torch.save(state, ck)
     with pytest.raises(ValueError, match="'init_graph' must be 'given', 'knn' or 'none'"):
         LDS(**settings).fit(data, resume=ck)
+
+
+def test_auto_that_replaces_the_graph_fits_exactly_as_its_choice():
+    """The check's trainings draw from their own stream: a fit whose check chose kNN(k) (or the empty graph) is
+    bit-identical to one given that choice."""
+    data = graph(noise=0.9)
+    auto = LDS(**FAST, seed=0, candidates="sparse", k=5).fit(data)
+    assert auto.init_graph_ in ("knn", "none")
+    pinned = LDS(**FAST, seed=0, candidates="sparse", k=5, init_graph=auto.init_graph_).fit(data)
+    assert torch.equal(auto.distribution_.pairs, pinned.distribution_.pairs)
+    assert torch.equal(auto.distribution_.probs, pinned.distribution_.probs)
+    for a, b in zip(auto.params_, pinned.params_):
+        assert torch.equal(a, b)
