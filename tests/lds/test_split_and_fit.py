@@ -122,7 +122,7 @@ def test_outer_lr_decays_as_inverse_time_over_all_theta_updates(monkeypatch):
     after = []
     model = LDS(outer_lr=outer_lr, outer_lr_decay=decay, learn_inner_lr=False, hypergrad_every=2,
                 max_inner_steps=6, inner_patience=100, max_outer_iters=2, patience=10, num_samples=2,
-                init_prob=0.0, dtype="float64", verbose=False, seed=0)
+                init_prob=0.0, init_graph="given", dtype="float64", verbose=False, seed=0)
     model.fit(data, callback=lambda it, record, dist: after.append(dist.probs.detach().clone()))
     assert len(thetas) == 6 and len(after) == 2  # 3 windows of 2 steps per outer iteration
     assert torch.equal(thetas[3], after[0])
