@@ -428,6 +428,10 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
         g = groups.get((d, e))
         return [g["runs"][s] for s in sorted(g["runs"])] if g else []
 
+    def test_scores(d: str, e: str) -> dict[int, float]:
+        """Split → test score of the runs reported for ``e`` on ``d`` (empty when none)."""
+        return {s: r["test_score"] for s, r in groups.get((d, e), {}).get("runs", {}).items()}
+
     def metric(d: str) -> str:
         for e in entries:
             for r in runs(d, e):
@@ -471,8 +475,7 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
         base_e = best([e for e in entries if e in REFERENCE_BASELINES])
         if lds_e is None or base_e is None:
             continue
-        a = {s: r["test_score"] for s, r in groups[(d, lds_e)]["runs"].items()}
-        b = {s: r["test_score"] for s, r in groups[(d, base_e)]["runs"].items()}
+        a, b = test_scores(d, lds_e), test_scores(d, base_e)
         n, cells, ahead = paired_cells(a, [b])
         if not n:
             continue
@@ -498,11 +501,10 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
         for auto_e in auto_methods:
             if (d, auto_e) not in groups:
                 continue
-            mine = {k: r["test_score"] for k, r in groups[(d, auto_e)]["runs"].items()}
+            mine = test_scores(d, auto_e)
             vs_cells = []
             for base_name in bases:
-                other = {k: r["test_score"] for k, r in groups.get((d, base_name), {}).get("runs", {}).items()}
-                n, diff, ahead = paired_cells(mine, [other])
+                n, diff, ahead = paired_cells(mine, [test_scores(d, base_name)])
                 vs_cells.append(f"{diff[0]} ({ahead} of {n} ahead)" if n else "–")
             vs_rows.append(f"| {d} | {auto_e} | " + " | ".join(vs_cells) + " |")
     if len(vs_rows) > 2:
