@@ -1394,9 +1394,8 @@ class LDS(BaseEstimator):
             setattr(model, name + "_", state[name])
         # the initial graph chosen (files of versions before init_graph started from the given graph)
         init_graph, init_check = state.get("init_graph", "given"), state.get("init_check", {})
-        if init_graph not in INIT_GRAPHS[1:] or not isinstance(init_check, dict):
-            raise ValueError(f"{path} is not a valid saved LDS model: 'init_graph' must be 'given', 'knn' or "
-                             f"'none' and 'init_check' a dict, got {init_graph!r} and {type(init_check).__name__}.")
+        if (problem := _init_record_problem(init_graph, init_check)) is not None:
+            raise ValueError(f"{path} is not a valid saved LDS model: {problem}.")
         model.init_graph_, model.init_check_ = init_graph, init_check
         model.backbone_ = None
         if not (isinstance(model.backbone, str) and model.backbone == "gcn"):
@@ -1477,6 +1476,14 @@ def _load_file(path: str | os.PathLike, what: str, kind: str, spec: Mapping[str,
     return state
 
 
+def _init_record_problem(init_graph: Any, init_check: Any) -> str | None:
+    """What is wrong with a recorded initial-graph choice (a saved model's or a checkpoint's), or None."""
+    if init_graph in INIT_GRAPHS[1:] and isinstance(init_check, dict):
+        return None
+    return (f"'init_graph' must be 'given', 'knn' or 'none' and 'init_check' a dict, got {init_graph!r} and "
+            f"{type(init_check).__name__}")
+
+
 def _load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint written by ``fit(..., checkpoint=path)``, checked for the entries that resume reads."""
     what = "an LDS checkpoint (written by fit(..., checkpoint=path))"
@@ -1492,9 +1499,8 @@ def _load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path}: 'probs' must be a 1-D float tensor and 'lr_logit' a scalar")
         if min(ck["since_best"], ck["iteration"], ck["num_updates"]) < 0 or not ck["best"]["params"]:
             raise ValueError(f"{path}: negative counters or no network weights")
-        if "init_graph" in ck and (ck["init_graph"] not in INIT_GRAPHS[1:]
-                                   or not isinstance(ck.get("init_check", {}), dict)):
-            raise ValueError(f"{path}: 'init_graph' must be 'given', 'knn' or 'none' and 'init_check' a dict")
+        if "init_graph" in ck and (problem := _init_record_problem(ck["init_graph"], ck.get("init_check", {}))):
+            raise ValueError(f"{path}: {problem}")
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"{exc}: it is not {what}.") from exc
     return ck

@@ -145,6 +145,10 @@ def test_save_and_load_keep_the_choice(tmp_path):
     del state["init_graph"], state["init_check"]
     torch.save(state, path)
     assert LDS.load(path).init_graph_ == "given"
+    state["init_graph"] = "kNN"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="not a valid saved LDS model: 'init_graph' must be 'given', 'knn' or 'none'"):
+        LDS.load(path)
 
 
 @pytest.mark.parametrize("settings, message", [
