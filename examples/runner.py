@@ -23,7 +23,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,13 +220,32 @@ def run_all(
                 store.release(t)
             log(f"done {describe(t)}: {summarize(res)}")
         return
+    # Each run is claimed when it is submitted, not before: at most ``workers`` are claimed at a time, so a
+    # runner started beside this one takes the rest (the lock holds this process's pid, alive meanwhile).
+    pending = list(todo)
+    running: dict[Future[dict[str, Any]], dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_worker, fn, t, threads): t for t in todo}
-        for fut in as_completed(futures):
-            t = futures[fut]
-            res = fut.result()
-            store.add(t, res)
-            log(f"done {describe(t)}: {summarize(res)}")
+        try:
+            while pending or running:
+                while pending and len(running) < workers:
+                    t = pending.pop(0)
+                    store.refresh()  # another runner on the same store may have finished it meanwhile
+                    if not store.has(t) and store.claim(t):
+                        running[pool.submit(_worker, fn, t, threads)] = t
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    t = running.pop(fut)
+                    try:
+                        res = fut.result()
+                        store.add(t, res)
+                    finally:
+                        store.release(t)
+                    log(f"done {describe(t)}: {summarize(res)}")
+        finally:
+            for t in running.values():  # a worker raised (a broken environment): free the other claims
+                store.release(t)
 
 
 def run_and_summarise(fn: Callable[[dict[str, Any]], dict[str, Any]], tasks: list[dict[str, Any]], out: str,

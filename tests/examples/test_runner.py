@@ -77,6 +77,34 @@ def test_claims_block_live_processes_and_take_over_stale_ones(tmp_path):
     assert not store.claim(task)
 
 
+def _pool_fn(task):
+    """A run for the worker-pool runner (module level: sent to the worker processes by reference)."""
+    return {"val_acc": 1.0, "test_acc": float(task["seed"])}
+
+
+def test_worker_pool_claims_each_run_so_side_by_side_runners_split_the_work(tmp_path):
+    # the pool runner (workers > 1) used to take no claims: a second runner on the same store repeated its runs
+    path = str(tmp_path / "runs.jsonl")
+    store = Store(path)
+    tasks = [{"exp": "t", "seed": s} for s in range(5)]
+    other = Store(path)  # another runner: it holds seed 1 (a live process: our parent) and has recorded seed 3
+    lock = os.path.join(path + ".claims", hashlib.sha1(run_key(tasks[1]).encode()).hexdigest() + ".lock")
+    other.claim(tasks[1])
+    with open(lock, "w") as fh:
+        fh.write(str(os.getppid()))
+    other.add(tasks[3], {"val_acc": 0.5, "test_acc": 0.5, "status": "ok", "wall_s": 0.0})
+    run_all(_pool_fn, tasks, store, workers=2, threads=1, log=lambda msg: None)
+    got = Store(path)
+    assert set(got.records) == {run_key(t) for t in (tasks[0], tasks[2], tasks[3], tasks[4])}
+    assert got.get(tasks[3])["test_acc"] == 0.5  # recorded by the other runner, not run again
+    assert [got.get(tasks[s])["test_acc"] for s in (0, 2, 4)] == [0.0, 2.0, 4.0]
+    # the claims it took are released; the other runner's is left alone
+    assert os.listdir(path + ".claims") == [os.path.basename(lock)]
+    os.remove(lock)
+    run_all(_pool_fn, tasks, store, workers=2, threads=1, log=lambda msg: None)  # now seed 1 is free: run
+    assert Store(path).get(tasks[1])["test_acc"] == 1.0
+
+
 def test_failed_runs_are_recorded_then_retried_on_the_next_start(tmp_path):
     path = str(tmp_path / "runs.jsonl")
     tasks = [{"exp": "t", "config": {"c": c}, "seed": 0} for c in range(2)]
