@@ -163,3 +163,20 @@ def test_auto_methods_are_paired_against_every_baseline():
     assert "| dataset | method | − gcn_val | − mlp | − gcn |" in text
     assert "| cornell | lds_default | -15.0 ± 0.0 (0 of 3 ahead) | 4.0 ± 1.0 (3 of 3 ahead) | " \
            "25.0 ± 0.0 (3 of 3 ahead) |" in text
+
+
+def test_refit_runs_are_paired_with_their_own_algorithm_7_weights_and_the_control():
+    """(b3): a refit record holds the same fit's Algorithm 7 score; the variant is paired against it and gcn_val."""
+    recs = _fake_records()
+    for s in range(3):
+        for cfg, val in zip(het.LDS_GRID, (0.8, 0.7)):  # the first grid point is chosen on validation
+            task = het.make_task("cornell", "lds_auto", s, False, cfg, "refit")
+            recs.append({"key": run_key(task), "task": task, "status": "ok", "metric": "accuracy", "val_score": val,
+                         "test_score": 0.80 + 0.01 * s, "wall_s": 2.0,
+                         "paper": {"val_score": 0.6, "test_score": 0.85}})
+    text = "\n".join(het.summary_lines(recs, quick=False))
+    # refit 80/81/82 against Algorithm 7's 85 and gcn_val's 90 on every split
+    assert "| cornell | lds_auto [refit] | 3 | 81.0 ± 1.0 | 85.0 ± 0.0 | 90.0 ± 0.0 (3) | -4.0 ± 1.0 (0 of 3 ahead) | " \
+           "-9.0 ± 1.0 (0 of 3 ahead) | -5.0 ± 0.0 (0 of 3 ahead) |" in text
+    # paper-variant runs have no row there
+    assert "| cornell | lds | 3 |" not in text.split("## (b3)")[1].split("## (c)")[0]
