@@ -33,6 +33,7 @@ from runner import (  # noqa: E402
     REPORT_SEEDS,
     SELECTION_SEEDS,
     Store,
+    algorithm7_weights,
     fit_resumable,
     keep_freed_memory,
     mean_std,
@@ -221,11 +222,9 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
                                   **extra), data, task)
         refit = {}
         if variant == "refit":  # the same fit's Algorithm 7 weights, scored too: an exactly paired comparison
-            refit_params = model.params_
-            model.params_ = model.paper_params_
-            refit = {"test_acc_paper": model.score(data, data.test_mask), "val_acc_paper": model.best_val_acc_,
-                     "refit_steps": model.refit_steps_}
-            model.params_ = refit_params
+            with algorithm7_weights(model):
+                refit = {"test_acc_paper": model.score(data, data.test_mask), "val_acc_paper": model.best_val_acc_,
+                         "refit_steps": model.refit_steps_}
         return {"val_acc": model.refit_val_acc_ if variant == "refit" else model.best_val_acc_,
                 "resumed": model.resumed_, **refit,
                 "test_acc": model.score(data, data.test_mask),

@@ -75,6 +75,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runner import (  # noqa: E402
     CHECKPOINT_ENV,
     Store,
+    algorithm7_weights,
     fit_resumable,
     keep_freed_memory,
     mean_std,
@@ -320,9 +321,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     stop[model.val_stop_idx_] = True
     out = _scores(model.predict_proba(fit_data), y, stop, test_mask, metric)
     if task["variant"] == "refit":  # the same fit's Algorithm 7 weights: an exactly paired comparison
-        refitted, model.params_ = model.params_, model.paper_params_
-        out["paper"] = _scores(model.predict_proba(fit_data), y, stop, test_mask, metric)
-        model.params_ = refitted
+        with algorithm7_weights(model):
+            out["paper"] = _scores(model.predict_proba(fit_data), y, stop, test_mask, metric)
     dist = model.distribution_
     analysis = graph_analysis(dist.pairs, dist.probs, y, given)
     # the initial θ, rebuilt as the fit built it (1 on the given graph or kNN(k), init_prob elsewhere); same kNN
@@ -522,20 +522,19 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
                 "variant − gcn_val | Algorithm 7 − gcn_val |", "|---|---|---|---|---|---|---|---|---|"]
     for d in datasets:
         for e in entries:
-            g = groups.get((d, e), {})
-            rs = [r for r in runs(d, e) if "paper" in r]
-            if g.get("variant") in (None, DEFAULT_VARIANT) or not rs:
+            rs = [r for r in runs(d, e) if "paper" in r]  # only refit runs score Algorithm 7's weights too
+            if not rs:
                 continue
             mine = {r["task"]["split"]: r["test_score"] for r in rs}
             paper = {r["task"]["split"]: r["paper"]["test_score"] for r in rs}
             control = test_scores(d, "gcn_val")
-            n, (v_p,), ahead_p = paired_cells(mine, [paper])
-            _, (v_c,), ahead_c = paired_cells(mine, [control])
-            _, (p_c,), ahead_pc = paired_cells(paper, [control])
+            cells = []
+            for a, b in ((mine, paper), (mine, control), (paper, control)):
+                n, (diff,), ahead = paired_cells(a, [b])  # each over the splits both of its pair hold
+                cells.append(f"{diff} ({ahead} of {n} ahead)" if n else "–")
             var_rows.append(f"| {d} | {e} | {len(rs)} | {mean_std(list(mine.values()))} | "
                             f"{mean_std(list(paper.values()))} | {_cell(runs(d, 'gcn_val'), 'test_score')} | "
-                            f"{v_p} ({ahead_p} of {n} ahead) | {v_c} ({ahead_c} of {n} ahead) | "
-                            f"{p_c} ({ahead_pc} of {n} ahead) |")
+                            + " | ".join(cells) + " |")
     if len(var_rows) > 2:
         text += ["", "## (b3) LDS variants against the same fit's Algorithm 7 weights and the control", "",
                  "A `refit` run fits Algorithm 7 unchanged, then refits the weights on train ∪ the outer validation "

@@ -22,8 +22,9 @@ import os
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,24 @@ def _worker(fn: Callable[[dict[str, Any]], dict[str, Any]], task: dict[str, Any]
     return out
 
 
+def _take(store: Store, task: dict[str, Any]) -> bool:
+    """True when this process should run ``task`` now: not recorded meanwhile by another runner on the same store
+    (re-read first), and claimed."""
+    store.refresh()
+    return not store.has(task) and store.claim(task)
+
+
+@contextmanager
+def algorithm7_weights(model: Any) -> Iterator[Any]:
+    """``model`` (an ``LDS(variant="refit")`` fit) predicting with the same fit's Algorithm 7 weights inside the
+    block (``paper_params_``), its refitted ones again after: an exactly paired comparison of the two."""
+    refitted, model.params_ = model.params_, model.paper_params_
+    try:
+        yield model
+    finally:
+        model.params_ = refitted
+
+
 def run_all(
     fn: Callable[[dict[str, Any]], dict[str, Any]],
     tasks: Iterable[dict[str, Any]],
@@ -210,8 +229,7 @@ def run_all(
     log(f"{len(todo)} runs to do ({workers} worker(s), {threads} thread(s) each)")
     if workers <= 1:
         for t in todo:
-            store.refresh()  # another runner on the same store may have finished it meanwhile
-            if store.has(t) or not store.claim(t):
+            if not _take(store, t):
                 continue
             try:
                 res = _worker(fn, t, threads)
@@ -229,8 +247,7 @@ def run_all(
             while pending or running:
                 while pending and len(running) < workers:
                     t = pending.pop(0)
-                    store.refresh()  # another runner on the same store may have finished it meanwhile
-                    if not store.has(t) and store.claim(t):
+                    if _take(store, t):
                         running[pool.submit(_worker, fn, t, threads)] = t
                 if not running:
                     break

@@ -23,6 +23,7 @@ from runner import (  # noqa: E402
     keep_freed_memory,
     paired_cells,
     run_all,
+    run_digest,
     run_key,
     select_config,
 )
@@ -88,7 +89,7 @@ def test_worker_pool_claims_each_run_so_side_by_side_runners_split_the_work(tmp_
     store = Store(path)
     tasks = [{"exp": "t", "seed": s} for s in range(5)]
     other = Store(path)  # another runner: it holds seed 1 (a live process: our parent) and has recorded seed 3
-    lock = os.path.join(path + ".claims", hashlib.sha1(run_key(tasks[1]).encode()).hexdigest() + ".lock")
+    lock = os.path.join(path + ".claims", run_digest(tasks[1]) + ".lock")
     other.claim(tasks[1])
     with open(lock, "w") as fh:
         fh.write(str(os.getppid()))
