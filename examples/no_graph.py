@@ -19,11 +19,16 @@ Protocol (no test-set peeking):
   and the model; Citeseer and Cora keep their public split). LDS also uses the other validation half's
   labels for the graph, as the paper does; the baselines are trained on the training nodes only, except
   ``knn_gcn_val`` (not in the paper): kNN-GCN with its grid, trained on the training nodes and that other
-  half, an information-matched control for LDS's use of its labels.
+  half, an information-matched control for LDS's use of its labels;
+- ``knn_lds_refit`` (not in the paper; issue 26): kNN-LDS with ``variant="refit"`` and kNN-LDS's selected
+  configuration (no selection of its own): Algorithm 7 unchanged, then the GCN refitted on the training nodes
+  and the outer half on graphs sampled from the learned θ. Each run also records the same fit's Algorithm 7
+  weights' test accuracy, for an exactly paired comparison.
 
     python examples/no_graph.py --datasets wine cancer digits
     python examples/no_graph.py --datasets citeseer cora
     python examples/no_graph.py --datasets 20news
+    python examples/no_graph.py --datasets wine cancer digits --methods knn_lds_refit
     python examples/no_graph.py --summary-only
 
 Resumable: every finished run (config, seed) is appended to ``results/no_graph/runs.jsonl`` and skipped
@@ -46,6 +51,7 @@ from runner import (  # noqa: E402
     CHECKPOINT_ENV,
     REPORT_SEEDS,
     Store,
+    algorithm7_weights,
     fit_resumable,
     keep_freed_memory,
     mean_std,
@@ -79,12 +85,13 @@ SK_GRIDS: dict[str, list[dict[str, Any]]] = {
     "label_propagation": [{"n_neighbors": k, "metric": m} for k in (5, 10, 20) for m in ("cosine", "euclidean")],
     "mlp": [{"hidden": h, "alpha": a} for h in (16, 64) for a in (1e-4, 1e-2)],
 }
-METHODS = ("knn_lds", "knn_lds_dense", *GCN_GRIDS, *SK_GRIDS)
+METHODS = ("knn_lds", "knn_lds_dense", "knn_lds_refit", *GCN_GRIDS, *SK_GRIDS)
+LDS_METHODS = ("knn_lds", "knn_lds_dense", "knn_lds_refit")
 DATASETS = ("wine", "cancer", "digits", "citeseer", "cora", "20news")
 
 
 def grid(method: str) -> list[dict[str, Any]]:
-    if method in ("knn_lds", "knn_lds_dense"):
+    if method in LDS_METHODS:
         return LDS_GRID
     return GCN_GRIDS.get(method) or SK_GRIDS[method]
 
@@ -114,12 +121,19 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
 
     data = load(task["dataset"], task["seed"])
     method, cfg, seed, quick = task["method"], dict(task["config"]), task["seed"], task["quick"]
-    if method in ("knn_lds", "knn_lds_dense"):
+    if method in LDS_METHODS:
         candidates = "sparse" if task["dataset"] == "20news" else "auto"
         extra = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2} if quick else {}
-        model = fit_resumable(LDS(seed=seed, verbose=False, sampling=method == "knn_lds", candidates=candidates,
-                                  outer_optimizer="sgd", **cfg, **extra), data, task)
-        return {"val_acc": model.best_val_acc_, "resumed": model.resumed_,
+        variant = "refit" if method == "knn_lds_refit" else "paper"
+        model = fit_resumable(LDS(seed=seed, verbose=False, sampling=method != "knn_lds_dense", candidates=candidates,
+                                  outer_optimizer="sgd", variant=variant, **cfg, **extra), data, task)
+        refit = {}
+        if variant == "refit":  # the same fit's Algorithm 7 weights, scored too: an exactly paired comparison
+            with algorithm7_weights(model):
+                refit = {"test_acc_paper": model.score(data, data.test_mask), "val_acc_paper": model.best_val_acc_,
+                         "refit_steps": model.refit_steps_}
+        return {"val_acc": model.refit_val_acc_ if variant == "refit" else model.best_val_acc_,
+                "resumed": model.resumed_, **refit,
                 "test_acc": model.score(data, data.test_mask),
                 "expected_edges": model.distribution_.expected_num_edges(), "initial_edges": model.initial_num_edges_,
                 "outer_iters": len(model.history_), "fit_s": model.fit_time_}
@@ -193,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         for method in args.methods:
             configs = grid(method)[:2] if args.quick else grid(method)
+            chosen_by = "knn_lds" if method == "knn_lds_refit" else method  # the refit reuses kNN-LDS's choice
             if not args.summary_only:
-                sel = [make_task(dataset, method, c, SELECTION_SEED, "selection", args.quick) for c in configs]
+                sel = [make_task(dataset, chosen_by, c, SELECTION_SEED, "selection", args.quick) for c in configs]
                 run_all(run_one, sel, store, workers=args.workers, threads=args.threads)
-            cfg, _ = select_config(store, lambda c, s, d=dataset, m=method: make_task(
+            cfg, _ = select_config(store, lambda c, s, d=dataset, m=chosen_by: make_task(
                 d, m, c, s, "selection", args.quick), configs, [SELECTION_SEED])
             if cfg is None or args.summary_only:
                 continue
@@ -219,7 +234,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
             if not recs:
                 continue
             n_cfg = sum(1 for r in store.records.values() if r["task"]["dataset"] == dataset
-                        and r["task"]["method"] == method and r["task"]["role"] == "selection"
+                        and r["task"]["method"] == ("knn_lds" if method == "knn_lds_refit" else method)
+                        and r["task"]["role"] == "selection"
                         and r["task"]["quick"] == args.quick)
             paper = PAPER_KNN_LDS[dataset] if method == "knn_lds" else ""
             rows.append(f"| {dataset} | {method} | {recs[0]['task']['config']} | {n_cfg} | {len(recs)} | "
@@ -234,20 +250,34 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
                                        [test_by_seed.get((dataset, m), {}) for m in ("knn_gcn", "knn_gcn_val")])
         if n:
             pair_rows.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
+    refit_rows = ["| dataset | seeds | refit − kNN-LDS (same fit) | refit − knn_gcn_val | refit ahead of knn_gcn_val |",
+                  "|---|---|---|---|---|"]
+    for dataset in DATASETS:
+        recs = [r for r in store.records.values() if r["task"]["dataset"] == dataset
+                and r["task"]["method"] == "knn_lds_refit" and r["task"]["role"] == "report"
+                and r["task"]["quick"] == args.quick and r.get("status") == "ok"]
+        same_fit = {r["task"]["seed"]: r["test_acc_paper"] for r in recs}
+        n, cells, ahead = paired_cells(test_by_seed.get((dataset, "knn_lds_refit"), {}),
+                                       [same_fit, test_by_seed.get((dataset, "knn_gcn_val"), {})])
+        if n:
+            refit_rows.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
+    refit_text = [] if len(refit_rows) == 2 else [
+        "kNN-LDS with the weights refitted (variant='refit', issue 26; kNN-LDS's configuration): paired test-accuracy "
+        "differences (points). 'Same fit' compares with that run's own Algorithm 7 weights.", "", *refit_rows, ""]
     lds_time = [r["fit_s"] for r in store.records.values() if "fit_s" in r and r["task"]["quick"] == args.quick]
     time_rows = ["| dataset | runs | LDS fits | total (h, one core) |", "|---|---|---|---|"]
     for dataset in DATASETS:
         here = [r for r in store.records.values() if r["task"]["dataset"] == dataset
                 and r["task"]["quick"] == args.quick and r.get("status") == "ok"]
         if here:
-            fits = sum(1 for r in here if r["task"]["method"] in ("knn_lds", "knn_lds_dense"))
+            fits = sum(1 for r in here if r["task"]["method"] in LDS_METHODS)
             time_rows.append(f"| {dataset} | {len(here)} | {fits} | {sum(run_seconds(r) for r in here) / 3600:.2f} |")
     text = ["# No input graph (LDS paper Table 9.2)", "",
             "Selection on the early-stopping validation half of seed 100 only; 5 reporting seeds (0–4) give "
             "mean ± std of test accuracy. LDS also uses the other validation half for the graph, as the paper "
             "does. knn_gcn_val (not in the paper) is kNN-GCN also trained on that half: the same labels as LDS.",
             "", *rows, "", "Paired test-accuracy differences (points; the same seed gives the same split and "
-            "validation halves):", "", *pair_rows, "",
+            "validation halves):", "", *pair_rows, "", *refit_text,
             f"LDS fits recorded: {len(lds_time)}, {statistics.fmean(lds_time) if lds_time else 0:.0f} s each on "
             "average (one thread, machine shared with other jobs).", "", "Wall time, all runs (selection and "
             "reporting), one thread each (a resumed fit counts every process that ran it; fits resumed before "
