@@ -127,6 +127,22 @@ def weight_fits(data: Any, seed: int, pairs: Any, theta: Any, paper_params: Any,
     return out
 
 
+def theta_stats(data: Any, pairs: Any, theta: Any) -> dict[str, Any]:
+    """How θ* spreads: pairs above each threshold, and on the pairs off the given graph their largest θ and
+    expected number of edges (``Σ θ``)."""
+    import torch
+
+    from lds.propagation import pairs_from_edge_index
+
+    n = data.num_nodes
+    given = pairs_from_edge_index(data.edge_index)  # (i < j)
+    on_given = torch.isin(pairs[0] * n + pairs[1], given[0] * n + given[1])
+    off = theta[~on_given]
+    return {"pairs_above": {str(t): int((theta > t).sum()) for t in (0.0, 0.01, 0.05, 0.1, 0.5, 0.99)},
+            "given_pairs_above_0.99": int((theta[on_given] > 0.99).sum()),
+            "off_given_max": float(off.max()) if off.numel() else 0.0, "off_given_expected": float(off.sum())}
+
+
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """One ``LDS(variant="refit")`` fit, the baselines of its seed, and every arm on its θ*."""
     import torch
@@ -150,6 +166,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     edge_index, probs = m.edge_probs()
     upper = edge_index[0] < edge_index[1]
     pairs, theta = edge_index[:, upper], probs[upper].float()
+    out["theta_stats"] = theta_stats(data, pairs, theta)
     with torch.enable_grad():
         out.update(weight_fits(data, seed, pairs, theta, m.paper_params_, float(m.inner_lr_)))
     return out
@@ -174,6 +191,18 @@ def summary(store: Store) -> list[str]:
         lines.append(f"| {r['task']['dataset']} | {r['task']['seed']} | {arms} | {100 * r['refit']:.1f} / "
                      f"{100 * r['a7']:.1f} | {100 * r['gcn']:.1f} / {100 * r['gcn_val']:.1f} | "
                      f"{e[0]:.0f} / {e[1]} / {e[2]} |")
+    stats = [r for r in recs if "theta_stats" in r]
+    if stats:
+        lines += ["", "How θ* spreads: pairs with θ* above each threshold; off the given graph, the largest θ* and the "
+                  "expected edges (Σ θ*).", "",
+                  "| dataset | seed | > 0 | > 0.01 | > 0.05 | > 0.1 | > 0.5 | > 0.99 (given pairs) | off-given max | "
+                  "off-given expected edges |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in stats:
+            t = r["theta_stats"]
+            above = " | ".join(f"{t['pairs_above'][k]:,}" for k in ("0.0", "0.01", "0.05", "0.1", "0.5"))
+            lines.append(f"| {r['task']['dataset']} | {r['task']['seed']} | {above} | {t['pairs_above']['0.99']:,} "
+                         f"({t['given_pairs_above_0.99']:,}) | {t['off_given_max']:.3f} | "
+                         f"{t['off_given_expected']:.0f} |")
     if recs:
         means = " | ".join(f"{statistics.fmean(100 * r[a][1] for r in recs):.1f}" for a in ARMS)
         lines += ["", f"Mean early-stopping validation accuracy over the {len(recs)} runs: " + ", ".join(
