@@ -422,6 +422,16 @@ def mean_std(values: list[float]) -> str:
     return f"{m:.1f} ± {s:.1f}"
 
 
+def chosen_on_validation(candidate: dict[Any, tuple[float, float]], control: dict[Any, tuple[float, float]]
+                         ) -> tuple[dict[Any, float], int]:
+    """Per key (seed or split) held by both, ``(val, test)`` each: the candidate's test accuracy where its
+    early-stopping validation accuracy is strictly higher than the control's, else the control's (a tie keeps
+    the control). Returns those test accuracies and how often the candidate was chosen."""
+    keys = sorted(set(candidate) & set(control))
+    pick = {k: candidate[k][0] > control[k][0] for k in keys}
+    return {k: (candidate if pick[k] else control)[k][1] for k in keys}, sum(pick.values())
+
+
 def paired_cells(base: dict[Any, float], others: list[dict[Any, float]]) -> tuple[int, list[str], int]:
     """Paired differences of accuracies keyed by seed (or split), over the keys every dict holds: the number
     of keys, ``mean ± std`` (points) of ``base − other`` for each other, and on how many keys ``base`` is

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples
 from runner import (  # noqa: E402
     CHECKPOINT_ENV,
     Store,
+    chosen_on_validation,
     fit_resumable,
     keep_freed_memory,
     paired_cells,
@@ -217,3 +218,11 @@ def test_paired_cells_compare_only_the_seeds_every_method_holds():
     assert cells[1] == "1.0 ± 4.2"  # (−2 + 4) / 2 = 1; std of (−2, 4) = 4.24
     assert ahead == 1
     assert paired_cells(lds, [{}]) == (0, ["–"], 0)
+
+
+def test_chosen_on_validation_takes_the_candidate_only_when_it_validates_strictly_higher():
+    candidate = {0: (0.80, 0.70), 1: (0.75, 0.90), 2: (0.60, 0.10), 3: (0.9, 0.9)}
+    control = {0: (0.78, 0.60), 1: (0.75, 0.50), 2: (0.70, 0.55)}  # seed 3: the control lacks it
+    test, n_candidate = chosen_on_validation(candidate, control)
+    assert test == {0: 0.70, 1: 0.50, 2: 0.55}  # 0: higher; 1: a tie keeps the control; 2: lower
+    assert n_candidate == 1
