@@ -10,6 +10,7 @@ the other validation half, with predictions averaged over S sampled graphs.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import math
@@ -58,7 +59,7 @@ from .propagation import (
 from .typing import GraphData, HParams, NetParams
 
 INNER_LR_RANGE = (1e-4, 0.05)
-VARIANTS = ("paper", "refit")
+VARIANTS = ("paper", "refit", "select")
 INIT_GRAPHS = ("auto", "given", "knn", "none")
 #: initialisations averaged by the init_graph="auto" check (LDS._init_check)
 INIT_CHECK_RESTARTS = 2
@@ -591,6 +592,11 @@ class LDS(BaseEstimator):
             refits the weights from a fresh initialisation on train ∪ the outer validation half, on a fresh
             ``A ~ Ber(θ*)`` per step of the learned θ*, early-stopped on the other validation half (see
             :meth:`_refit`): the outer half's labels then shape both θ and w, as the ``gcn_val`` control's do.
+            ``"select"`` runs the refit, then keeps the learned graph only where it earns its place (see
+            :meth:`_select_graph`): the same GCN trained on train ∪ the outer half on the initial graph θ₀
+            alone (:class:`~lds.GCNBaseline` with ``train_on_outer_half=True``, the information-matched
+            control) replaces it when its early-stopping accuracy is at least the refit's. ``graph_choice_``
+            (``"learned"`` or ``"initial"``) and ``control_val_acc_`` say which; built-in GCN only.
         seed: an int in ``[0, 2**63)``.
         device, dtype, verbose.
 
@@ -715,6 +721,9 @@ class LDS(BaseEstimator):
             raise ValueError(f"rng_device must be 'cpu' or 'device', got {self.rng_device!r}.")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {self.variant!r}.")
+        if self.variant == "select" and not (isinstance(self.backbone, str) and self.backbone == "gcn"):
+            raise ValueError("variant='select' compares the learned graph with the built-in GCN (GCNBaseline) on "
+                             "the initial graph: use backbone='gcn', or variant='refit' with this backbone.")
         if self.candidates not in ("auto", "all", "sparse"):
             raise ValueError(f"candidates must be 'auto', 'all' or 'sparse', got {self.candidates!r}.")
         if self.metric not in ("cosine", "euclidean"):
@@ -964,7 +973,7 @@ class LDS(BaseEstimator):
         if checkpoint is not None:
             _check_writable(checkpoint, "checkpoint")
         t_setup = time.perf_counter()
-        prep, dist, state, fingerprint = self._setup(data, resume, fingerprint=checkpoint is not None)
+        prep, dist, state, fingerprint, initial_idx = self._setup(data, resume, fingerprint=checkpoint is not None)
         setup_time = time.perf_counter() - t_setup
         saver = _Checkpointer(checkpoint, self.checkpoint_every, fingerprint,
                               self._plain_params(checkpoint=True) if checkpoint is not None else {},
@@ -992,18 +1001,20 @@ class LDS(BaseEstimator):
             raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
         self._set_fitted(prep, dist, state)
         self.paper_params_ = state.best["params"]  # Algorithm 7's weights (the same as params_ unless refit)
-        if self.variant == "refit":
+        if self.variant in ("refit", "select"):
             self.params_, self.refit_val_acc_, self.refit_steps_ = self._refit(prep, self.distribution_)
+        if self.variant == "select":
+            self._select_graph(data, initial_idx)
         self.interrupted_ = interrupted
         self.fit_time_ = time.perf_counter() - t0
         self.setup_time_ = setup_time  # validation, kNN search and candidate set, before the first outer iteration
         return self
 
     def _setup(self, data: GraphData, resume: str | os.PathLike | None, *, fingerprint: bool
-               ) -> tuple[PreparedData, EdgeDistribution, FitState, dict[str, Any]]:
+               ) -> tuple[PreparedData, EdgeDistribution, FitState, dict[str, Any], Tensor]:
         """Validated data, θ's candidate set and the fit's state (continued from ``resume`` when given, after
         checking that it was written for this data and these settings); the data's fingerprint when
-        ``fingerprint`` or ``resume`` (else ``{}``)."""
+        ``fingerprint`` or ``resume`` (else ``{}``); the candidates of the initial graph (θ₀ = 1)."""
         ck = _load_checkpoint(resume) if resume is not None else None
         prep, fp = self._prepare(data, fingerprint=fingerprint or ck is not None)
         self.backbone_ = self._make_backbone(prep)  # before θ₀: the init_graph check trains it
@@ -1013,12 +1024,13 @@ class LDS(BaseEstimator):
         if ck is not None and init is not None:
             self.init_graph_, self.init_check_ = init, dict(ck.get("init_check", {}))
         self.initial_num_edges_ = dist.expected_num_edges()
+        initial_idx = torch.nonzero(dist.probs.detach() == 1.0, as_tuple=True)[0]  # θ₀'s edges, before θ moves
         state = self._start(dist)
         if ck is not None:
             assert resume is not None
             self._check_resume(ck, dist, fp, resume)
             state.restore(ck)
-        return prep, dist, state, fp
+        return prep, dist, state, fp, initial_idx
 
     def _outer_step(self, it: int, prep: PreparedData, dist: EdgeDistribution, state: FitState,
                     hopt: HyperOptimizer, make_outer: Callable[[EdgeUniforms | None], Callable[..., Tensor]],
@@ -1175,6 +1187,38 @@ class LDS(BaseEstimator):
             best, best_params, steps = self._train_early_stopped(inner, params, hparams, float(self.inner_lr_), batch,
                                                                  score, self.patience)
         return best_params, best[0], steps
+
+    def _select_graph(self, data: GraphData, initial_idx: Tensor) -> None:
+        """``variant="select"``: the refit on θ*, or the control on the initial graph, by validation.
+
+        The control is :class:`~lds.GCNBaseline` (``train_on_outer_half=True``, this model's seed, GCN settings,
+        device and dtype) on θ₀'s graph, the candidates with θ₀ = 1 (the given graph, kNN(k) or none, as
+        ``init_graph_`` says): the same labels and the same early-stopping half as the refit. The learned graph
+        is kept only when the refit's early-stopping accuracy is strictly higher; otherwise the model predicts
+        with the control's weights on θ₀'s graph (``distribution_`` then holds θ₀'s 0/1 graph; θ* stays in
+        ``learned_distribution_``).
+        """
+        from .baselines import GCNBaseline
+
+        dist: EdgeDistribution = self.distribution_
+        pairs = dist.pairs[:, initial_idx].cpu()
+        arm = copy.copy(data)
+        setattr(arm, "edge_index", torch.cat([pairs, pairs.flip(0)], dim=1))  # noqa: B010 (optional in GraphData)
+        control = GCNBaseline(graph="given" if pairs.numel() else "none", train_on_outer_half=True,
+                              hidden=self.hidden, dropout=self.dropout, weight_decay=self.weight_decay,
+                              normalize_features=self.normalize_features, seed=self.seed, device=self.device,
+                              dtype=self.dtype).fit(arm)
+        self.control_val_acc_ = float(control.best_val_acc_)
+        self.learned_distribution_ = dist
+        if self.refit_val_acc_ > self.control_val_acc_:
+            self.graph_choice_ = "learned"
+            return
+        self.graph_choice_ = "initial"
+        probs = torch.zeros_like(dist.probs)
+        probs[initial_idx.to(probs.device)] = 1.0
+        self.distribution_: EdgeDistribution = EdgeDistribution(dist.pairs, dist.num_nodes, probs,
+                                                                 is_all_pairs=dist.is_all_pairs)
+        self.params_ = tuple(p.detach().to(device=probs.device, dtype=probs.dtype) for p in control.params_)
 
     # ------------------------------------------------------------------ evaluation
     def _mean_proba(self, params: NetParams, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:

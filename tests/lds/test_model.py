@@ -426,7 +426,7 @@ def test_refit_variant_keeps_algorithm7_and_learns_the_labels_only_the_outer_hal
     class2 = data.test_mask & (data.y == 2)
     recall = [float((m.predict(data)[class2] == 2).float().mean()) for m in (paper, refit)]
     assert recall[1] > 0.8 and recall[1] > recall[0] + 0.5, recall
-    with pytest.raises(ValueError, match="variant must be one of 'paper', 'refit'"):
+    with pytest.raises(ValueError, match="variant must be one of 'paper', 'refit', 'select'"):
         LDS(variant="cross").fit(data)
 
 
@@ -457,3 +457,34 @@ def test_adam_outer_optimizer_moves_theta_and_resumes_exactly(tmp_path):
         LDS(candidates="sparse", outer_lr=1.0, max_outer_iters=1, max_inner_steps=5, verbose=False).fit(data)
     with pytest.raises(ValueError, match="outer_optimizer must be one of 'auto', 'sgd', 'adam'"):
         LDS(outer_optimizer="rmsprop").fit(data)
+
+
+@pytest.mark.parametrize("refit_wins", [True, False])
+def test_select_variant_keeps_the_learned_graph_only_when_its_refit_validates_higher(monkeypatch, refit_wins):
+    """``variant="select"``: the refit (as ``variant="refit"``) against GCNBaseline(train_on_outer_half=True) on
+    the initial graph, by early-stopping accuracy. The refit's score is forced to either side of the control's;
+    when the control wins the model predicts as it does, on the given graph, and θ* stays reachable."""
+    data = planted_partition(per_class=12, num_val=8, feature_noise=0.3, seed=4)
+    settings = dict(hypergrad_every=5, max_outer_iters=3, patience=5, num_samples=4, max_inner_steps=60,
+                    init_graph="given", seed=0, verbose=False)
+    refit = LDS(variant="refit", **settings).fit(data)
+    control = GCNBaseline(train_on_outer_half=True, seed=0).fit(data)
+    forced = control.best_val_acc_ + (0.01 if refit_wins else 0.0)  # a tie keeps the initial graph
+    original = LDS._refit
+    monkeypatch.setattr(LDS, "_refit", lambda self, prep, dist: (original(self, prep, dist)[0], forced, 7))
+    model = LDS(variant="select", **settings).fit(data)
+    assert model.control_val_acc_ == control.best_val_acc_
+    assert torch.equal(model.learned_distribution_.probs, refit.distribution_.probs)
+    if refit_wins:
+        assert model.graph_choice_ == "learned" and model.distribution_ is model.learned_distribution_
+        assert all(torch.equal(p, q) for p, q in zip(model.params_, refit.params_))
+        torch.testing.assert_close(model.predict_proba(data), refit.predict_proba(data))
+    else:
+        assert model.graph_choice_ == "initial"
+        torch.testing.assert_close(model.predict_proba(data), control.predict_proba(data))
+        edge_index, probs = model.edge_probs()
+        assert torch.equal(probs, torch.ones_like(probs))
+        given = {tuple(e) for e in data.edge_index.t().tolist()}
+        assert {tuple(e) for e in edge_index.t().tolist()} == given
+    with pytest.raises(ValueError, match="variant='select' compares the learned graph with the built-in GCN"):
+        LDS(variant="select", backbone="graphconv", candidates="sparse").fit(data)
