@@ -272,7 +272,9 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
         "kNN-LDS with the weights refitted (variant='refit', issue 26; kNN-LDS's configuration): paired test-accuracy "
         "differences (points). 'Same fit' compares with that run's own Algorithm 7 weights. 'Chosen on validation': "
         "per seed, the refit where its early-stopping validation accuracy is higher than knn_gcn_val's, else "
-        "knn_gcn_val (a tie keeps knn_gcn_val).", "", *refit_rows, ""]
+        "knn_gcn_val (a tie keeps knn_gcn_val). knn_gcn_val has its own kNN grid, so this is the choice against "
+        "the control, not exactly LDS(variant='select'), whose other arm is the GCN on kNN-LDS's own kNN(k).", "",
+        *refit_rows, ""]
     lds_time = [r["fit_s"] for r in store.records.values() if "fit_s" in r and r["task"]["quick"] == args.quick]
     time_rows = ["| dataset | runs | LDS fits | total (h, one core) |", "|---|---|---|---|"]
     for dataset in DATASETS:
