@@ -33,10 +33,10 @@ from runner import (  # noqa: E402
     REPORT_SEEDS,
     SELECTION_SEEDS,
     Store,
-    algorithm7_weights,
     chosen_on_validation,
     fit_resumable,
     keep_freed_memory,
+    lds_scores,
     mean_std,
     paired_cells,
     pyplot,
@@ -228,14 +228,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         model = fit_resumable(LDS(seed=task["seed"], verbose=False, variant=variant, outer_optimizer="sgd",
                                   init_graph="given", **cfg,
                                   **extra), data, task)
-        refit = {}
-        if variant == "refit":  # the same fit's Algorithm 7 weights, scored too: an exactly paired comparison
-            with algorithm7_weights(model):
-                refit = {"test_acc_paper": model.score(data, data.test_mask), "val_acc_paper": model.best_val_acc_,
-                         "refit_steps": model.refit_steps_}
-        return {"val_acc": model.refit_val_acc_ if variant == "refit" else model.best_val_acc_,
-                "resumed": model.resumed_, **refit,
-                "test_acc": model.score(data, data.test_mask),
+        return {**lds_scores(model, data),
                 "expected_edges": model.distribution_.expected_num_edges(), "initial_edges": model.initial_num_edges_,
                 "outer_iters": len(model.history_), "best_iteration": model.best_iteration_,
                 "inner_lr": model.inner_lr_, "fit_s": model.fit_time_,

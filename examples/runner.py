@@ -211,6 +211,20 @@ def algorithm7_weights(model: Any) -> Iterator[Any]:
         model.params_ = refitted
 
 
+def lds_scores(model: Any, data: Any) -> dict[str, Any]:
+    """What every LDS run records of its fitted ``model``: early-stopping validation accuracy (the refit's for
+    ``variant="refit"``), test accuracy, whether it resumed; for a refit also the same fit's Algorithm 7 weights'
+    scores, an exactly paired comparison."""
+    refit = model.variant == "refit"
+    out = {"val_acc": model.refit_val_acc_ if refit else model.best_val_acc_, "resumed": model.resumed_,
+           "test_acc": model.score(data, data.test_mask)}
+    if refit:
+        with algorithm7_weights(model):
+            out.update(test_acc_paper=model.score(data, data.test_mask), val_acc_paper=model.best_val_acc_,
+                       refit_steps=model.refit_steps_)
+    return out
+
+
 def run_all(
     fn: Callable[[dict[str, Any]], dict[str, Any]],
     tasks: Iterable[dict[str, Any]],
