@@ -460,7 +460,8 @@ def test_adam_outer_optimizer_moves_theta_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("refit_wins", [True, False])
-def test_select_variant_keeps_the_learned_graph_only_when_its_refit_validates_higher(monkeypatch, refit_wins):
+def test_select_variant_keeps_the_learned_graph_only_when_its_refit_validates_higher(monkeypatch, tmp_path,
+                                                                                      refit_wins):
     """``variant="select"``: the refit (as ``variant="refit"``) against GCNBaseline(train_on_outer_half=True) on
     the initial graph, by early-stopping accuracy. The refit's score is forced to either side of the control's;
     when the control wins the model predicts as it does, on the given graph, and θ* stays reachable."""
@@ -486,5 +487,7 @@ def test_select_variant_keeps_the_learned_graph_only_when_its_refit_validates_hi
         assert torch.equal(probs, torch.ones_like(probs))
         given = {tuple(e) for e in data.edge_index.t().tolist()}
         assert {tuple(e) for e in edge_index.t().tolist()} == given
+    model.save(tmp_path / "select.pt")  # the graph and weights it predicts with
+    torch.testing.assert_close(LDS.load(tmp_path / "select.pt").predict_proba(data), model.predict_proba(data))
     with pytest.raises(ValueError, match="variant='select' compares the learned graph with the built-in GCN"):
         LDS(variant="select", backbone="graphconv", candidates="sparse").fit(data)
