@@ -1000,7 +1000,7 @@ class LDS(BaseEstimator):
         if state.best is None:
             raise RuntimeError("fit was interrupted before the first outer iteration finished; nothing to keep.")
         self._set_fitted(prep, dist, state)
-        self.paper_params_ = state.best["params"]  # Algorithm 7's weights (the same as params_ unless refit)
+        self.paper_params_ = state.best["params"]  # Algorithm 7's weights (params_ too, unless refit or select)
         if self.variant in ("refit", "select"):
             self.params_, self.refit_val_acc_, self.refit_steps_ = self._refit(prep, self.distribution_)
         if self.variant == "select":
