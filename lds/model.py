@@ -1198,16 +1198,8 @@ class LDS(BaseEstimator):
         with the control's weights on θ₀'s graph (``distribution_`` then holds θ₀'s 0/1 graph; θ* stays in
         ``learned_distribution_``).
         """
-        from .baselines import GCNBaseline
-
         dist: EdgeDistribution = self.distribution_
-        pairs = dist.pairs[:, initial_idx].cpu()
-        arm = copy.copy(data)
-        setattr(arm, "edge_index", torch.cat([pairs, pairs.flip(0)], dim=1))  # noqa: B010 (optional in GraphData)
-        control = GCNBaseline(graph="given" if pairs.numel() else "none", train_on_outer_half=True,
-                              hidden=self.hidden, dropout=self.dropout, weight_decay=self.weight_decay,
-                              normalize_features=self.normalize_features, seed=self.seed, device=self.device,
-                              dtype=self.dtype).fit(arm)
+        control = self._initial_graph_control(data, dist.pairs[:, initial_idx])
         self.control_val_acc_ = float(control.best_val_acc_)
         self.learned_distribution_ = dist
         if self.refit_val_acc_ > self.control_val_acc_:
@@ -1219,6 +1211,20 @@ class LDS(BaseEstimator):
         self.distribution_: EdgeDistribution = EdgeDistribution(dist.pairs, dist.num_nodes, probs,
                                                                  is_all_pairs=dist.is_all_pairs)
         self.params_ = tuple(p.detach().to(device=probs.device, dtype=probs.dtype) for p in control.params_)
+
+    def _initial_graph_control(self, data: GraphData, pairs: Tensor) -> Any:
+        """``variant="select"``'s other arm: :class:`~lds.GCNBaseline` fitted with ``train_on_outer_half=True``,
+        this model's seed, GCN settings, device and dtype, on the graph of the candidate ``pairs`` (θ₀'s edges;
+        none: the MLP)."""
+        from .baselines import GCNBaseline
+
+        pairs = pairs.cpu()
+        arm = copy.copy(data)
+        setattr(arm, "edge_index", torch.cat([pairs, pairs.flip(0)], dim=1))  # noqa: B010 (optional in GraphData)
+        return GCNBaseline(graph="given" if pairs.numel() else "none", train_on_outer_half=True, hidden=self.hidden,
+                           dropout=self.dropout, weight_decay=self.weight_decay,
+                           normalize_features=self.normalize_features, seed=self.seed, device=self.device,
+                           dtype=self.dtype).fit(arm)
 
     # ------------------------------------------------------------------ evaluation
     def _mean_proba(self, params: NetParams, prep: PreparedData, dist: EdgeDistribution, theta: Tensor) -> Tensor:
