@@ -282,6 +282,17 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v) for k, v in params.items()}
 
 
+def lds_inputs(data: Any, method: str, variant: str, extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """What an LDS ``method`` is fitted on (the data, without its graph for the kNN methods) and its settings,
+    ``extra`` (quick budget, grid point, task settings) last."""
+    keeps_graph, backbone, init_graph = LDS_METHODS[method]
+    fit_data = data.clone()
+    if not keeps_graph:
+        fit_data.edge_index = None  # no input graph: θ starts at kNN(k)
+    base = {} if method in DEFAULT_LDS_METHODS else {**LDS_BASE, "init_graph": init_graph}
+    return fit_data, {**base, "backbone": backbone, "variant": variant, **extra}
+
+
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """Fit one method on one (dataset, split); scores in the dataset's metric (validation: the early-stopping
     half), accuracies, settings, and for LDS the fit's statistics and the graph analysis."""
@@ -307,13 +318,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
                    graph_edges=int(pairs.size(1)),
                    graph_homophily=edge_homophily(pairs, y) if pairs.numel() else None)
         return out
-    keeps_graph, backbone, init_graph = LDS_METHODS[method]
-    fit_data = data.clone()
-    if not keeps_graph:
-        fit_data.edge_index = None  # no input graph: θ starts at kNN(k)
-    base = {} if method in DEFAULT_LDS_METHODS else {**LDS_BASE, "init_graph": init_graph}
-    settings = {**base, "backbone": backbone, "variant": task["variant"], **(QUICK_LDS if quick else {}),
-                **task["config"], **task["lds"]}
+    fit_data, settings = lds_inputs(data, method, task["variant"], {**(QUICK_LDS if quick else {}),
+                                                                   **task["config"], **task["lds"]})
     if settings["backbone"] == "graphconv" and "backbone" not in task["lds"]:  # PyG's own only when asked for
         settings["backbone"] = LinearFirstGraphConv
     model = fit_resumable(LDS(seed=split, verbose=False, **settings), fit_data, task)

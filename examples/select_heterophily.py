@@ -59,13 +59,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     from lds import LDS
 
     data = het.load(task["dataset"], task["split"])
-    keeps_graph, backbone, init_graph = het.LDS_METHODS[task["method"]]
-    fit_data = data.clone()
-    if not keeps_graph:
-        fit_data.edge_index = None
-    base = {} if task["method"] in het.DEFAULT_LDS_METHODS else {**het.LDS_BASE, "init_graph": init_graph}
-    model = LDS(seed=task["split"], verbose=False, **{**base, "backbone": backbone, "variant": "select",
-                                                      **task["config"], **task["lds"]})
+    fit_data, settings = het.lds_inputs(data, task["method"], "select", {**task["config"], **task["lds"]})
+    model = LDS(seed=task["split"], verbose=False, **settings)
     model._check_settings()
     prep, _ = model._prepare(fit_data, fingerprint=False)
     model.backbone_ = None  # the built-in GCN (select's requirement)

@@ -1024,7 +1024,9 @@ class LDS(BaseEstimator):
         if ck is not None and init is not None:
             self.init_graph_, self.init_check_ = init, dict(ck.get("init_check", {}))
         self.initial_num_edges_ = dist.expected_num_edges()
-        initial_idx = torch.nonzero(dist.probs.detach() == 1.0, as_tuple=True)[0]  # θ₀'s edges, before θ moves
+        # θ₀'s edges, before θ moves (select's other arm trains on them)
+        initial_idx = torch.nonzero(dist.probs.detach() == 1.0, as_tuple=True)[0] if self.variant == "select" \
+            else torch.empty(0, dtype=torch.long)
         state = self._start(dist)
         if ck is not None:
             assert resume is not None
