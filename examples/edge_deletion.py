@@ -144,14 +144,16 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
             n, cells, ahead = paired_cells(by["lds_refit"], [by["lds"], by["gcn_val"]])
             if n:
                 chosen_test, n_refit = chosen_on_validation(split_scores["lds_refit"], split_scores["gcn_val"])
-                _, (chosen_cell,), _ = paired_cells(chosen_test, [by["gcn_val"]])
+                _, chosen_cells, _ = paired_cells(chosen_test, [by["gcn_val"], by["lds"]])
                 refit_pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} | "
-                                   f"{chosen_cell} ({n_refit} of {n}) |")
+                                   f"{chosen_cells[0]} ({n_refit} of {n}) | {chosen_cells[1]} | "
+                                   f"{mean_std(list(chosen_test.values()))} |")
         if refit_pairs:
             lines += ["", "LDS-refit (issue 26), paired over the splits held (points; 'chosen on validation' as in "
                       "the edge-deletion refit table):", "",
                       "| dataset | splits | LDS-refit − LDS | LDS-refit − gcn_val | LDS-refit ahead of gcn_val | "
-                      "select (chosen on validation) − gcn_val (refit chosen) |", "|---|---|---|---|---|---|",
+                      "select (chosen on validation) − gcn_val (refit chosen) | select − LDS | select test (%) |",
+                      "|---|---|---|---|---|---|---|---|",
                       *refit_pairs]
         if pairs:
             lines += ["", "Paired test-accuracy differences over the splits held by all three methods (points):", "",
@@ -310,8 +312,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
     pair_rows = ["| dataset | edges kept | seeds | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
                  "|---|---|---|---|---|---|"]
     refit_rows = ["| dataset | edges kept | seeds | LDS-refit − LDS (same fit) | LDS-refit − gcn_val | "
-                  "LDS-refit ahead of gcn_val | select (chosen on validation) − gcn_val (refit chosen) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "LDS-refit ahead of gcn_val | select (chosen on validation) − gcn_val (refit chosen) | "
+                  "select − LDS | select test (%) |", "|---|---|---|---|---|---|---|---|---|"]
     curves: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     held = []
     for dataset in datasets:
@@ -362,9 +364,10 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             n, cells, ahead = paired_cells(test_by_seed["lds_refit"], [paper_same_fit, test_by_seed["gcn_val"]])
             if n:
                 chosen_test, n_refit = chosen_on_validation(scores["lds_refit"], scores["gcn_val"])
-                _, (chosen_cell,), _ = paired_cells(chosen_test, [test_by_seed["gcn_val"]])
+                _, chosen_cells, _ = paired_cells(chosen_test, [test_by_seed["gcn_val"], test_by_seed["lds"]])
                 refit_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} | "
-                                  f"{chosen_cell} ({n_refit} of {n}) |")
+                                  f"{chosen_cells[0]} ({n_refit} of {n}) | {chosen_cells[1]} | "
+                                  f"{mean_std(list(chosen_test.values()))} |")
     n_sel = sum(1 for r in grid if r["task"]["role"] == "selection" and r["task"]["config"] in LDS_GRID)
     text = ["# Edge deletion (LDS paper Figure 9.2)", "",
             f"Configurations tried for LDS: {len(LDS_GRID)} (τ ∈ {{5, 20}} × outer lr ∈ {{1.0, 0.1}}), "

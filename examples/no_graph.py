@@ -23,12 +23,16 @@ Protocol (no test-set peeking):
 - ``knn_lds_refit`` (not in the paper; issue 26): kNN-LDS with ``variant="refit"`` and kNN-LDS's selected
   configuration (no selection of its own): Algorithm 7 unchanged, then the GCN refitted on the training nodes
   and the outer half on graphs sampled from the learned θ. Each run also records the same fit's Algorithm 7
-  weights' test accuracy, for an exactly paired comparison.
+  weights' test accuracy, for an exactly paired comparison;
+- ``knn_lds_select_arm`` (issue 26): ``LDS(variant="select")``'s other arm for kNN-LDS's selected configuration,
+  fitted exactly as the variant fits it: GCNBaseline(train_on_outer_half=True) on θ₀, that configuration's
+  kNN(k) graph (a GCN fit, no bilevel). With ``knn_lds_refit`` it gives the select variant's choice and test
+  accuracy seed by seed (the refit's early-stopping accuracy strictly higher keeps the learned graph).
 
     python examples/no_graph.py --datasets wine cancer digits
     python examples/no_graph.py --datasets citeseer cora
     python examples/no_graph.py --datasets 20news
-    python examples/no_graph.py --datasets wine cancer digits --methods knn_lds_refit
+    python examples/no_graph.py --datasets wine cancer digits --methods knn_lds_refit knn_lds_select_arm
     python examples/no_graph.py --summary-only
 
 Resumable: every finished run (config, seed) is appended to ``results/no_graph/runs.jsonl`` and skipped
@@ -60,6 +64,7 @@ from runner import (  # noqa: E402
     pyplot,
     run_all,
     run_seconds,
+    select_arm,
     select_config,
 )
 
@@ -86,13 +91,14 @@ SK_GRIDS: dict[str, list[dict[str, Any]]] = {
     "label_propagation": [{"n_neighbors": k, "metric": m} for k in (5, 10, 20) for m in ("cosine", "euclidean")],
     "mlp": [{"hidden": h, "alpha": a} for h in (16, 64) for a in (1e-4, 1e-2)],
 }
-METHODS = ("knn_lds", "knn_lds_dense", "knn_lds_refit", *GCN_GRIDS, *SK_GRIDS)
+METHODS = ("knn_lds", "knn_lds_dense", "knn_lds_refit", "knn_lds_select_arm", *GCN_GRIDS, *SK_GRIDS)
 LDS_METHODS = ("knn_lds", "knn_lds_dense", "knn_lds_refit")
+REUSES_KNN_LDS = ("knn_lds_refit", "knn_lds_select_arm")  # run kNN-LDS's selected configuration, no grid of their own
 DATASETS = ("wine", "cancer", "digits", "citeseer", "cora", "20news")
 
 
 def grid(method: str) -> list[dict[str, Any]]:
-    if method in LDS_METHODS:
+    if method in LDS_METHODS or method in REUSES_KNN_LDS:
         return LDS_GRID
     return GCN_GRIDS.get(method) or SK_GRIDS[method]
 
@@ -122,8 +128,13 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
 
     data = load(task["dataset"], task["seed"])
     method, cfg, seed, quick = task["method"], dict(task["config"]), task["seed"], task["quick"]
+    candidates = "sparse" if task["dataset"] == "20news" else "auto"
+    if method == "knn_lds_select_arm":  # θ₀ = kNN(k) of the configuration, as the select variant builds it
+        control, n_pairs = select_arm(LDS(seed=seed, verbose=False, candidates=candidates, outer_optimizer="sgd",
+                                          variant="select", **cfg), data)
+        return {"val_acc": control.best_val_acc_, "test_acc": control.score(data, data.test_mask),
+                "initial_pairs": n_pairs}
     if method in LDS_METHODS:
-        candidates = "sparse" if task["dataset"] == "20news" else "auto"
         extra = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2} if quick else {}
         variant = "refit" if method == "knn_lds_refit" else "paper"
         model = fit_resumable(LDS(seed=seed, verbose=False, sampling=method != "knn_lds_dense", candidates=candidates,
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         for method in args.methods:
             configs = grid(method)[:2] if args.quick else grid(method)
-            chosen_by = "knn_lds" if method == "knn_lds_refit" else method  # the refit reuses kNN-LDS's choice
+            chosen_by = "knn_lds" if method in REUSES_KNN_LDS else method
             if not args.summary_only:
                 sel = [make_task(dataset, chosen_by, c, SELECTION_SEED, "selection", args.quick) for c in configs]
                 run_all(run_one, sel, store, workers=args.workers, threads=args.threads)
@@ -229,7 +240,7 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
             if not recs:
                 continue
             n_cfg = sum(1 for r in store.records.values() if r["task"]["dataset"] == dataset
-                        and r["task"]["method"] == ("knn_lds" if method == "knn_lds_refit" else method)
+                        and r["task"]["method"] == ("knn_lds" if method in REUSES_KNN_LDS else method)
                         and r["task"]["role"] == "selection"
                         and r["task"]["quick"] == args.quick)
             paper = PAPER_KNN_LDS[dataset] if method == "knn_lds" else ""
@@ -247,7 +258,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
         if n:
             pair_rows.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
     refit_rows = ["| dataset | seeds | refit − kNN-LDS (same fit) | refit − knn_gcn_val | refit ahead of knn_gcn_val | "
-                  "chosen on validation − knn_gcn_val (refit chosen) |", "|---|---|---|---|---|---|"]
+                  "select seeds | select test (%) | select − kNN-LDS (same fit) | select − θ₀ arm | "
+                  "select − knn_gcn_val | refit chosen |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         recs = [r for r in store.records.values() if r["task"]["dataset"] == dataset
                 and r["task"]["method"] == "knn_lds_refit" and r["task"]["role"] == "report"
@@ -255,18 +267,22 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
         same_fit = {r["task"]["seed"]: r["test_acc_paper"] for r in recs}
         control = test_by_seed.get((dataset, "knn_gcn_val"), {})
         n, cells, ahead = paired_cells(test_by_seed.get((dataset, "knn_lds_refit"), {}), [same_fit, control])
-        if n:
-            chosen_test, n_refit = chosen_on_validation(val_test.get((dataset, "knn_lds_refit"), {}),
-                                                        val_test.get((dataset, "knn_gcn_val"), {}))
-            _, (chosen_cell,), _ = paired_cells(chosen_test, [control])
-            refit_rows.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} | {chosen_cell} "
-                              f"({n_refit} of {n}) |")
+        if not n:
+            continue
+        # LDS(variant="select"), seed by seed: the refit or its θ₀ arm, by early-stopping accuracy
+        arm = val_test.get((dataset, "knn_lds_select_arm"), {})
+        chosen, n_refit = chosen_on_validation(val_test[dataset, "knn_lds_refit"], arm)
+        m, sel_cells, _ = paired_cells(chosen, [same_fit, {k: t for k, (_, t) in arm.items()}, control])
+        select = (f"{m} | {mean_std(list(chosen.values()))} | {' | '.join(sel_cells)} | {n_refit} of {m}" if m
+                  else "0 | – | – | – | – | –")
+        refit_rows.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} | {select} |")
     refit_text = [] if len(refit_rows) == 2 else [
         "kNN-LDS with the weights refitted (variant='refit', issue 26; kNN-LDS's configuration): paired test-accuracy "
-        "differences (points). 'Same fit' compares with that run's own Algorithm 7 weights. 'Chosen on validation': "
-        "per seed, the refit where its early-stopping validation accuracy is higher than knn_gcn_val's, else "
-        "knn_gcn_val (a tie keeps knn_gcn_val). knn_gcn_val has its own kNN grid, so this is the choice against "
-        "the control, not exactly LDS(variant='select'), whose other arm is the GCN on kNN-LDS's own kNN(k).", "",
+        "differences (points). 'Same fit' compares with that run's own Algorithm 7 weights. 'Select' is "
+        "LDS(variant='select') read seed by seed from its two arms: the refit where its early-stopping validation "
+        "accuracy is strictly higher than that of knn_lds_select_arm (GCNBaseline(train_on_outer_half=True) on "
+        "the same configuration's kNN(k) graph θ₀, fitted as the variant fits it), else that arm. No test label "
+        "enters the choice. knn_gcn_val (the control, with its own kNN grid) is paired with it as well.", "",
         *refit_rows, ""]
     lds_time = [r["fit_s"] for r in store.records.values() if "fit_s" in r and r["task"]["quick"] == args.quick]
     time_rows = ["| dataset | runs | LDS fits | total (h, one core) |", "|---|---|---|---|"]

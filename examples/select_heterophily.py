@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runner import Store, chosen_on_validation, mean_std, paired_cells, run_and_summarise  # noqa: E402
+from runner import Store, chosen_on_validation, mean_std, paired_cells, run_and_summarise, select_arm  # noqa: E402
 
 SOURCE = os.path.join("results", "heterophily", "runs.jsonl")
 
@@ -54,21 +54,14 @@ def task_of(rec: dict[str, Any]) -> dict[str, Any]:
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """The select variant's other arm for one refit run: θ₀ rebuilt as that fit built it, the control fitted on it."""
     import heterophily as het
-    import torch
 
     from lds import LDS
 
     data = het.load(task["dataset"], task["split"])
     fit_data, settings = het.lds_inputs(data, task["method"], "select", {**task["config"], **task["lds"]})
-    model = LDS(seed=task["split"], verbose=False, **settings)
-    model._check_settings()
-    prep, _ = model._prepare(fit_data, fingerprint=False)
-    model.backbone_ = None  # the built-in GCN (select's requirement)
-    start = model._build_distribution(prep, init_graph=task["init_graph"])
-    pairs = start.pairs[:, torch.nonzero(start.probs == 1.0, as_tuple=True)[0]]
-    control = model._initial_graph_control(fit_data, pairs)
+    control, n_pairs = select_arm(LDS(seed=task["split"], verbose=False, **settings), fit_data, task["init_graph"])
     test = float((control.predict(fit_data)[data.test_mask] == data.y[data.test_mask]).double().mean())
-    return {"val_acc": float(control.best_val_acc_), "test_acc": test, "initial_pairs": int(pairs.size(1))}
+    return {"val_acc": float(control.best_val_acc_), "test_acc": test, "initial_pairs": n_pairs}
 
 
 def summary(store: Store, refits: list[dict[str, Any]], path: str = SOURCE) -> list[str]:

@@ -28,6 +28,8 @@ def test_refit_reuses_knn_lds_selection_and_is_paired_with_its_own_algorithm_7_w
         recs.append(_rec("knn_gcn_val", s, 0.8, 0.92, gcn_cfg))
         # refit 93/94/95 against the same fit's Algorithm 7 weights (91) and knn_gcn_val (92)
         recs.append(_rec("knn_lds_refit", s, 0.85, 0.93 + 0.01 * s, cfg1, test_acc_paper=0.91, fit_s=10.0))
+        # select's θ₀ arm: it validates higher than the refit on seed 0 only (0.9 > 0.85), so it is chosen there
+        recs.append(_rec("knn_lds_select_arm", s, 0.9 if s == 0 else 0.8, 0.88 if s == 0 else 0.90, cfg1))
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     store = Store(str(path))
@@ -36,10 +38,13 @@ def test_refit_reuses_knn_lds_selection_and_is_paired_with_its_own_algorithm_7_w
     assert chosen == cfg1
     ng.write_summary(store, argparse.Namespace(quick=False), str(tmp_path))
     text = (tmp_path / "results.md").read_text()
-    # refit − same fit, refit − knn_gcn_val; chosen on validation (refit 85 > knn_gcn_val 80 on each seed)
-    assert "| wine | 3 | 3.0 ± 1.0 | 2.0 ± 1.0 | 3 of 3 | 2.0 ± 1.0 (3 of 3) |" in text
+    # refit − same fit, refit − knn_gcn_val; select: 88 (θ₀ arm), 94, 95 (refit) against the same fit (91),
+    # the θ₀ arm (88, 90, 90) and knn_gcn_val (92)
+    assert ("| wine | 3 | 3.0 ± 1.0 | 2.0 ± 1.0 | 3 of 3 | 3 | 92.3 ± 3.8 | 1.3 ± 3.8 | 3.0 ± 2.6 | 0.3 ± 3.8 | "
+            "2 of 3 |") in text
     assert "| wine | 3 | 10.0 ± 0.0 | -2.0 ± 0.0 | 0 of 3 |" in text  # kNN-LDS − kNN-GCN, − knn_gcn_val
     # the refit row counts kNN-LDS's selection runs, whose choice it reuses
     assert f"| wine | knn_lds_refit | {cfg1} | {len(ng.LDS_GRID)} | 3 |" in text
-    # wall time: 28 runs held, 22 of them LDS fits (16 selection, 3 kNN-LDS, 3 refit)
-    assert "| wine | 28 | 22 | " in text
+    assert f"| wine | knn_lds_select_arm | {cfg1} | {len(ng.LDS_GRID)} | 3 |" in text
+    # wall time: 31 runs held, 22 of them LDS fits (16 selection, 3 kNN-LDS, 3 refit; the θ₀ arm is a GCN fit)
+    assert "| wine | 31 | 22 | " in text

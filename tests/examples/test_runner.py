@@ -26,6 +26,7 @@ from runner import (  # noqa: E402
     run_all,
     run_digest,
     run_key,
+    select_arm,
     select_config,
 )
 
@@ -226,3 +227,19 @@ def test_chosen_on_validation_takes_the_candidate_only_when_it_validates_strictl
     test, n_candidate = chosen_on_validation(candidate, control)
     assert test == {0: 0.70, 1: 0.50, 2: 0.55}  # 0: higher; 1: a tie keeps the control; 2: lower
     assert n_candidate == 1
+
+
+def test_select_arm_is_the_control_the_select_variant_fits():
+    """``select_arm`` (the benchmarks' θ₀ arm of ``variant="select"``, fitted without the bilevel problem) gives
+    the control that ``LDS(variant="select").fit`` compares with: here θ₀ is the kNN(5) graph of graphless data."""
+    data = planted_partition(per_class=12, num_val=8, feature_noise=0.3, seed=4)
+    data.edge_index = None
+    settings = dict(hypergrad_every=5, max_outer_iters=2, patience=5, num_samples=2, max_inner_steps=40, k=5,
+                    seed=1, verbose=False, variant="select")
+    model = LDS(**settings).fit(data)
+    control, n_pairs = select_arm(LDS(**settings), data)
+    assert control.best_val_acc_ == model.control_val_acc_
+    assert n_pairs == round(model.initial_num_edges_) > 0
+    if model.graph_choice_ == "initial":  # the model then predicts with this control's weights on θ₀
+        assert all(torch.equal(p, q) for p, q in zip(model.params_, control.params_))
+        assert model.distribution_.expected_num_edges() == n_pairs
