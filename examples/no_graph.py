@@ -323,8 +323,8 @@ def _plot(store: Store, args: argparse.Namespace, out: str) -> None:
     for ax, dataset in zip(axes[0], datasets):
         methods = [m for m in METHODS if (dataset, m) in by]
         accs = [by[(dataset, m)] for m in methods]
-        colors = ["tab:red" if m.startswith("knn_lds") else "tab:blue" if m == "knn_gcn_val" else "tab:gray"
-                  for m in methods]
+        colors = ["tab:red" if m in LDS_METHODS else "tab:blue" if m in ("knn_gcn_val", "knn_lds_select_arm")
+                  else "tab:gray" for m in methods]  # blue: GCNs trained on LDS's labels too
         ax.barh(range(len(methods)), [statistics.fmean(a) for a in accs], color=colors,
                 xerr=[statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs], capsize=2)
         ax.axvline(PAPER_KNN_LDS[dataset], color="k", ls="--", lw=1, label="paper kNN-LDS")
