@@ -143,11 +143,8 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
                 pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
             n, cells, ahead = paired_cells(by["lds_refit"], [by["lds"], by["gcn_val"]])
             if n:
-                chosen_test, n_refit = chosen_on_validation(split_scores["lds_refit"], split_scores["gcn_val"])
-                _, chosen_cells, _ = paired_cells(chosen_test, [by["gcn_val"], by["lds"]])
-                refit_pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} | "
-                                   f"{chosen_cells[0]} ({n_refit} of {n}) | {chosen_cells[1]} | "
-                                   f"{mean_std(list(chosen_test.values()))} |")
+                select = select_cells(split_scores["lds_refit"], split_scores["gcn_val"], by["lds"], n)
+                refit_pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} | {select} |")
         if refit_pairs:
             lines += ["", "LDS-refit (issue 26), paired over the splits held (points; 'chosen on validation' as in "
                       "the edge-deletion refit table):", "",
@@ -160,6 +157,16 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
                       "| dataset | splits | LDS − GCN | LDS − gcn_val | LDS ahead of gcn_val |",
                       "|---|---|---|---|---|", *pairs]
     return lines
+
+
+def select_cells(refit: dict[int, tuple[float, float]], control: dict[int, tuple[float, float]],
+                 lds_test: dict[int, float], n: int) -> str:
+    """The select columns of a refit row: LDS(variant='select') read per seed (or split) from its two arms, the
+    refit and gcn_val, each ``(val, test)`` (:func:`runner.chosen_on_validation`); paired with gcn_val (with how
+    often the refit was chosen, of the row's ``n``) and with LDS; its test accuracy."""
+    chosen, n_refit = chosen_on_validation(refit, control)
+    _, (vs_control, vs_lds), _ = paired_cells(chosen, [{k: t for k, (_, t) in control.items()}, lds_test])
+    return f"{vs_control} ({n_refit} of {n}) | {vs_lds} | {mean_std(list(chosen.values()))}"
 
 
 def run_tau1(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
@@ -363,11 +370,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             paper_same_fit = {r["task"]["seed"]: r["test_acc_paper"] for r in refits}
             n, cells, ahead = paired_cells(test_by_seed["lds_refit"], [paper_same_fit, test_by_seed["gcn_val"]])
             if n:
-                chosen_test, n_refit = chosen_on_validation(scores["lds_refit"], scores["gcn_val"])
-                _, chosen_cells, _ = paired_cells(chosen_test, [test_by_seed["gcn_val"], test_by_seed["lds"]])
                 refit_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} | "
-                                  f"{chosen_cells[0]} ({n_refit} of {n}) | {chosen_cells[1]} | "
-                                  f"{mean_std(list(chosen_test.values()))} |")
+                                  f"{select_cells(scores['lds_refit'], scores['gcn_val'], test_by_seed['lds'], n)} |")
     n_sel = sum(1 for r in grid if r["task"]["role"] == "selection" and r["task"]["config"] in LDS_GRID)
     text = ["# Edge deletion (LDS paper Figure 9.2)", "",
             f"Configurations tried for LDS: {len(LDS_GRID)} (τ ∈ {{5, 20}} × outer lr ∈ {{1.0, 0.1}}), "
