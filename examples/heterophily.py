@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from sklearn.base import clone
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
@@ -333,8 +334,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     analysis = graph_analysis(dist.pairs, dist.probs, y, given)
     # the initial θ, rebuilt as the fit built it (1 on the given graph or kNN(k), init_prob elsewhere); same kNN
     # search and tie-breaking, so Σθ equals initial_num_edges_
-    prep, _ = model._prepare(fit_data, fingerprint=False)
-    start = model._build_distribution(prep, init_graph=model.init_graph_)
+    start = clone(model).initial_distribution(fit_data, init_graph=model.init_graph_)
     theta0 = start.probs if torch.equal(start.pairs.cpu(), dist.pairs.cpu()) else None
     analysis["initial"] = graph_analysis(dist.pairs, theta0, y, given) if theta0 is not None else {}
     used = _plain(model.get_params())

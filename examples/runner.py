@@ -227,17 +227,12 @@ def lds_scores(model: Any, data: Any) -> dict[str, Any]:
 
 def select_arm(model: Any, data: Any, init_graph: str | None = None) -> tuple[Any, int]:
     """``LDS(variant="select")``'s other arm for an unfitted ``model`` on ``data``, without the bilevel fit: θ₀
-    built as ``fit`` builds it (``init_graph`` when given, a recorded fit's ``init_graph_``), then
-    :meth:`lds.LDS._initial_graph_control` on θ₀'s edges (the candidates with θ₀ = 1). Returns the fitted
-    :class:`lds.GCNBaseline` (an MLP when θ₀ is empty) and the number of θ₀'s edges."""
-    import torch
-
-    model._check_settings()
-    prep, _ = model._prepare(data, fingerprint=False)
-    model.backbone_ = None  # the built-in GCN (select's requirement)
-    start = model._build_distribution(prep, init_graph=init_graph)
-    pairs = start.pairs[:, torch.nonzero(start.probs == 1.0, as_tuple=True)[0]]
-    return model._initial_graph_control(data, pairs), int(pairs.size(1))
+    built as ``fit`` builds it (:meth:`lds.LDS.initial_distribution`; ``init_graph`` when given, a recorded fit's
+    ``init_graph_``), then :meth:`lds.LDS.initial_graph_control` on θ₀'s edges (the candidates with θ₀ = 1).
+    Returns the fitted :class:`lds.GCNBaseline` (an MLP when θ₀ is empty) and the number of θ₀'s edges."""
+    start = model.initial_distribution(data, init_graph=init_graph)
+    pairs = start.pairs[:, start.probs == 1.0]
+    return model.initial_graph_control(data, pairs), int(pairs.size(1))
 
 
 def run_all(

@@ -5,7 +5,7 @@ strictly higher than that of its other arm: :class:`lds.GCNBaseline` with ``trai
 initial graph θ₀ (the given graph, kNN(k) or none, as the fit's ``init_graph_`` says; none: an MLP on the same
 labels). The refit arm is the ``--variant refit`` runs of ``results/heterophily/runs.jsonl``
 (``heterophily.py --methods lds_auto --variant refit``), in the configuration chosen for the refit. This script
-fits the other arm exactly as the variant does (:meth:`lds.LDS._initial_graph_control` on θ₀ rebuilt from the
+fits the other arm exactly as the variant does (:meth:`lds.LDS.initial_graph_control` on θ₀ rebuilt from the
 record's ``init_graph``; a GCN fit of seconds) and reads off the choice. It is paired, split by split, with the
 refit, with the same fit's Algorithm 7 weights, and with the issue-25 baselines ``gcn_val`` (GCN on the given
 graph, the same labels) and ``mlp``.

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,9 @@ from .propagation import (
     to_edge_index,
 )
 from .typing import GraphData, HParams, NetParams
+
+if TYPE_CHECKING:
+    from .baselines import GCNBaseline
 
 INNER_LR_RANGE = (1e-4, 0.05)
 VARIANTS = ("paper", "refit", "select")
@@ -355,6 +358,11 @@ def _defer_pair_gradients(dist: EdgeDistribution, backbone: Backbone | None) -> 
     ``∂values/∂θ = I``, which holds for the built-in GCN (values = θ or a straight-through sample).
     """
     return backbone is None and dist.candidates.mode == "dense"
+
+
+def _initial_index(dist: EdgeDistribution) -> Tensor:
+    """Indices of θ₀'s edges in the candidate set: the candidates with θ = 1 (before θ moves)."""
+    return torch.nonzero(dist.probs.detach() == 1.0, as_tuple=True)[0]
 
 
 # ----------------------------------------------------------------------------- the state of a fit
@@ -1025,8 +1033,7 @@ class LDS(BaseEstimator):
             self.init_graph_, self.init_check_ = init, dict(ck.get("init_check", {}))
         self.initial_num_edges_ = dist.expected_num_edges()
         # θ₀'s edges, before θ moves (select's other arm trains on them)
-        initial_idx = torch.nonzero(dist.probs.detach() == 1.0, as_tuple=True)[0] if self.variant == "select" \
-            else torch.empty(0, dtype=torch.long)
+        initial_idx = _initial_index(dist) if self.variant == "select" else torch.empty(0, dtype=torch.long)
         state = self._start(dist)
         if ck is not None:
             assert resume is not None
@@ -1201,7 +1208,7 @@ class LDS(BaseEstimator):
         ``learned_distribution_``).
         """
         dist: EdgeDistribution = self.distribution_
-        control = self._initial_graph_control(data, dist.pairs[:, initial_idx])
+        control = self.initial_graph_control(data, dist.pairs[:, initial_idx])
         self.control_val_acc_ = float(control.best_val_acc_)
         self.learned_distribution_ = dist
         if self.refit_val_acc_ > self.control_val_acc_:
@@ -1214,10 +1221,33 @@ class LDS(BaseEstimator):
                                                                  is_all_pairs=dist.is_all_pairs)
         self.params_ = tuple(p.detach().to(device=probs.device, dtype=probs.dtype) for p in control.params_)
 
-    def _initial_graph_control(self, data: GraphData, pairs: Tensor) -> Any:
+    def initial_distribution(self, data: GraphData, init_graph: str | None = None) -> EdgeDistribution:
+        """θ₀ on the candidate set, built as :meth:`fit` builds it before the first outer step, without fitting:
+        1 on the initial graph (the given one, kNN(k) or none), ``init_prob`` on the other candidates.
+
+        ``init_graph``: ``"given"``, ``"knn"`` or ``"none"`` (e.g. a fitted model's ``init_graph_``, to rebuild
+        its θ₀ without the ``"auto"`` check); ``None``: this model's setting, whose choice is then kept in
+        ``init_graph_`` and ``init_check_`` as a fit keeps it. It sets up ``backbone_`` as a fit does: call it on
+        an unfitted model (for a fitted one, on ``sklearn.base.clone(model)``).
+        ``initial_distribution(data).expected_num_edges()`` equals a fit's ``initial_num_edges_``; θ₀'s edges
+        are ``dist.pairs[:, dist.probs == 1]``."""
+        self._check_settings()
+        if init_graph is not None and init_graph not in INIT_GRAPHS:
+            raise ValueError(f"init_graph must be None or one of {', '.join(map(repr, INIT_GRAPHS))}, got "
+                             f"{init_graph!r}.")
+        prep, _ = self._prepare(data, fingerprint=False)
+        self.backbone_ = self._make_backbone(prep)  # as in fit: the init_graph check trains it
+        return self._build_distribution(prep, init_graph=init_graph)
+
+    def initial_graph_control(self, data: GraphData, pairs: Tensor) -> GCNBaseline:
         """``variant="select"``'s other arm: :class:`~lds.GCNBaseline` fitted with ``train_on_outer_half=True``,
-        this model's seed, GCN settings, device and dtype, on the graph of the candidate ``pairs`` (θ₀'s edges;
-        none: the MLP)."""
+        this model's seed, GCN settings, device and dtype, on the graph of the candidate ``pairs`` (``(2, E)``,
+        each undirected edge once; θ₀'s edges in the select variant; none: the MLP). With
+        :meth:`initial_distribution` it gives the arm without the bilevel fit::
+
+            start = model.initial_distribution(data)
+            control = model.initial_graph_control(data, start.pairs[:, start.probs == 1])
+        """
         from .baselines import GCNBaseline
 
         pairs = pairs.cpu()

@@ -47,9 +47,7 @@ def test_auto_starts_from_knn_where_the_given_graph_hurts():
     on kNN(k), the given edges stay candidates at init_prob, and θ₀ on them is 0."""
     data = graph(noise=0.9)
     model = LDS(**FAST, seed=0, k=5)
-    prep, _ = model._prepare(data, fingerprint=False)
-    model.backbone_ = None
-    dist = model._build_distribution(prep)
+    dist = model.initial_distribution(data)
     assert model.init_graph_ == "knn"
     check = model.init_check_
     assert check["none"] < check["given"]
@@ -68,9 +66,7 @@ def test_knn_init_on_sparse_candidates_keeps_the_given_edges():
     """Sparse candidates with θ₀ = kNN(k): given ∪ kNN(2k), θ₀ = 1 on kNN(k) only."""
     data = graph(noise=0.9, seed=1)
     model = LDS(**FAST, candidates="sparse", k=4, init_graph="knn")
-    prep, _ = model._prepare(data, fingerprint=False)
-    model.backbone_ = None
-    dist = model._build_distribution(prep)
+    dist = model.initial_distribution(data)
     expected = pair_set(pairs_from_edge_index(torch.cat([data.edge_index, knn_graph(data.x, 8)], dim=1)))
     assert pair_set(dist.pairs) == expected
     assert pair_set(dist.pairs[:, dist.probs == 1]) == pair_set(pairs_from_edge_index(knn_graph(data.x, 4)))
@@ -85,12 +81,8 @@ def test_empty_init_starts_as_an_mlp_and_learns_edges(candidates):
     data = graph(noise=0.9, seed=1)
     settings = {**FAST, "k": 4, "candidates": candidates, "outer_optimizer": "adam", "outer_lr": 0.05}
     model = LDS(**settings, init_graph="none")
-    prep, _ = model._prepare(data, fingerprint=False)
-    model.backbone_ = None
-    dist = model._build_distribution(prep)
-    knn = LDS(**settings, init_graph="knn")
-    knn.backbone_ = None
-    assert torch.equal(dist.pairs, knn._build_distribution(prep).pairs)
+    dist = model.initial_distribution(data)
+    assert torch.equal(dist.pairs, LDS(**settings, init_graph="knn").initial_distribution(data).pairs)
     assert model.init_graph_ == "none" and model.init_check_ == {}
     assert float(dist.probs.abs().max()) == 0.0
     fitted = LDS(**settings, init_graph="none", seed=0).fit(data)
@@ -101,9 +93,7 @@ def test_empty_init_starts_as_an_mlp_and_learns_edges(candidates):
 def test_empty_init_with_k0_keeps_the_given_edges_as_candidates():
     data = graph(noise=0.9, seed=1)
     model = LDS(**FAST, k=0, candidates="sparse", init_graph="none")
-    prep, _ = model._prepare(data, fingerprint=False)
-    model.backbone_ = None
-    dist = model._build_distribution(prep)
+    dist = model.initial_distribution(data)
     assert pair_set(dist.pairs) == pair_set(pairs_from_edge_index(data.edge_index))
     assert float(dist.probs.max()) == 0.0
 
@@ -118,9 +108,7 @@ def test_check_reads_no_test_label():
     scores = []
     for d in (data, shuffled):
         model = LDS(**FAST, seed=5)
-        prep, _ = model._prepare(d, fingerprint=False)
-        model.backbone_ = None
-        model._build_distribution(prep)
+        model.initial_distribution(d)
         scores.append(model.init_check_)
     assert scores[0] == scores[1]
 
@@ -233,3 +221,20 @@ def test_auto_that_replaces_the_graph_fits_exactly_as_its_choice():
     assert torch.equal(auto.distribution_.probs, pinned.distribution_.probs)
     for a, b in zip(auto.params_, pinned.params_):
         assert torch.equal(a, b)
+
+
+def test_initial_distribution_is_the_theta0_a_fit_starts_from():
+    """``initial_distribution`` builds θ₀ as ``fit`` does (the "auto" check included): the same choice, check
+    scores and Σθ₀; ``init_graph=`` rebuilds a recorded choice without the check, leaving the record alone."""
+    data = graph(noise=0.9, seed=3)
+    fitted = LDS(**FAST, seed=2, k=5).fit(data)
+    model = LDS(**FAST, seed=2, k=5)
+    dist = model.initial_distribution(data)
+    assert (model.init_graph_, model.init_check_) == (fitted.init_graph_, fitted.init_check_)
+    assert dist.expected_num_edges() == fitted.initial_num_edges_
+    assert torch.equal(dist.pairs, fitted.distribution_.pairs)
+    fresh = LDS(**FAST, seed=2, k=5)
+    rebuilt = fresh.initial_distribution(data, init_graph=fitted.init_graph_)
+    assert torch.equal(rebuilt.probs, dist.probs) and not hasattr(fresh, "init_graph_")
+    with pytest.raises(ValueError, match="init_graph must be None or one of"):
+        fresh.initial_distribution(data, init_graph="kNN")
