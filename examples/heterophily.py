@@ -536,8 +536,8 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
             control = test_scores(d, "gcn_val")
             cells = []
             for a, b in ((mine, paper), (mine, control), (paper, control)):
-                n, (diff,), ahead = paired_cells(a, [b])  # each over the splits both of its pair hold
-                cells.append(f"{diff} ({ahead} of {n} ahead)" if n else "–")
+                n, (cell,), ahead = paired_cells(a, [b])  # each over the splits both of its pair hold
+                cells.append(f"{cell} ({ahead} of {n} ahead)" if n else "–")
             var_rows.append(f"| {d} | {e} | {len(rs)} | {mean_std(list(mine.values()))} | "
                             f"{mean_std(list(paper.values()))} | {_cell(runs(d, 'gcn_val'), 'test_score')} | "
                             + " | ".join(cells) + " |")
