@@ -141,13 +141,13 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
             n, cells, ahead = paired_cells(by["lds"], [by["gcn"], by["gcn_val"]])
             if n:
                 pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} |")
-            n, cells, ahead = paired_cells(by["lds_refit"], [by["lds"], by["gcn_val"]])
+            n, cells, ahead = paired_cells(by["lds_refit"], [by["lds"], by["gcn_val"]], interval=True)
             if n:
                 select = select_cells(split_scores["lds_refit"], split_scores["gcn_val"], by["lds"], n)
                 refit_pairs.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} | {select} |")
         if refit_pairs:
-            lines += ["", "LDS-refit (issue 26), paired over the splits held (points; 'chosen on validation' as in "
-                      "the edge-deletion refit table):", "",
+            lines += ["", "LDS-refit (issue 26), paired over the splits held (points, mean ± std [95 % t-interval]; "
+                      "'chosen on validation' as in the edge-deletion refit table):", "",
                       "| dataset | splits | LDS-refit − LDS | LDS-refit − gcn_val | LDS-refit ahead of gcn_val | "
                       "select (chosen on validation) − gcn_val (refit chosen) | select − LDS | select test (%) |",
                       "|---|---|---|---|---|---|---|---|",
@@ -165,7 +165,8 @@ def select_cells(refit: dict[int, tuple[float, float]], control: dict[int, tuple
     refit and gcn_val, each ``(val, test)`` (:func:`runner.chosen_on_validation`); paired with gcn_val (with how
     often the refit was chosen, of the row's ``n``) and with LDS; its test accuracy."""
     chosen, n_refit = chosen_on_validation(refit, control)
-    _, (vs_control, vs_lds), _ = paired_cells(chosen, [{k: t for k, (_, t) in control.items()}, lds_test])
+    _, (vs_control, vs_lds), _ = paired_cells(chosen, [{k: t for k, (_, t) in control.items()}, lds_test],
+                                              interval=True)
     return f"{vs_control} ({n_refit} of {n}) | {vs_lds} | {mean_std(list(chosen.values()))}"
 
 
@@ -368,7 +369,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
                 pair_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} |")
             refits = [r for r in here if r["task"]["method"] == "lds_refit" and r["task"]["role"] == "report"]
             paper_same_fit = {r["task"]["seed"]: r["test_acc_paper"] for r in refits}
-            n, cells, ahead = paired_cells(test_by_seed["lds_refit"], [paper_same_fit, test_by_seed["gcn_val"]])
+            n, cells, ahead = paired_cells(test_by_seed["lds_refit"], [paper_same_fit, test_by_seed["gcn_val"]],
+                                           interval=True)
             if n:
                 refit_rows.append(f"| {dataset} | {int(keep * 100)} % | {n} | {' | '.join(cells)} | {ahead} of {n} | "
                                   f"{select_cells(scores['lds_refit'], scores['gcn_val'], test_by_seed['lds'], n)} |")
@@ -382,7 +384,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             *rows, "", "## Paired test-accuracy differences (points; same seed, so same split halves and "
             "deleted edges)", "",
             *pair_rows, *(["", "## LDS with the weights refitted (variant='refit', issue 26): paired differences "
-                           "(points, mean ± std over seeds; same seeds, so same split halves and deleted edges)", "",
+                           "(points, mean ± std over seeds [95 % Student-t interval of the mean]; same seeds, "
+                           "so same split halves and deleted edges)", "",
                            "lds_refit runs Algorithm 7 unchanged with the configuration selected for lds, then refits "
                            "the GCN on train ∪ the outer half on graphs sampled from the learned θ, early-stopped on "
                            "the other half. 'Same fit' compares with that run's own Algorithm 7 weights. 'Chosen on "

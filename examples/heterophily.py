@@ -536,7 +536,7 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
             control = test_scores(d, "gcn_val")
             cells = []
             for a, b in ((mine, paper), (mine, control), (paper, control)):
-                n, (cell,), ahead = paired_cells(a, [b])  # each over the splits both of its pair hold
+                n, (cell,), ahead = paired_cells(a, [b], interval=True)  # each over the splits both of its pair hold
                 cells.append(f"{cell} ({ahead} of {n} ahead)" if n else "–")
             var_rows.append(f"| {d} | {e} | {len(rs)} | {mean_std(list(mine.values()))} | "
                             f"{mean_std(list(paper.values()))} | {_cell(runs(d, 'gcn_val'), 'test_score')} | "
@@ -546,7 +546,8 @@ def summary_lines(records: Iterable[dict[str, Any]], quick: bool) -> list[str]:
                  "A `refit` run fits Algorithm 7 unchanged, then refits the weights on train ∪ the outer validation "
                  "half (`LDS(variant=\"refit\")`); its record also holds the test score of the same fit's Algorithm 7 "
                  "weights. Configuration chosen on the refit's validation score. Test score (%), then paired "
-                 "differences (points, mean ± std over the splits both hold).", "", *var_rows]
+                 "differences (points, mean ± std over the splits both hold [95 % Student-t interval of the "
+                 "mean]).", "", *var_rows]
 
     # (c) homophily
     hom_rows = ["| dataset | method | given graph | learned (θ-weighted) | θ same class | θ other class | "

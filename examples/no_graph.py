@@ -266,19 +266,22 @@ def write_summary(store: Store, args: argparse.Namespace, out: str) -> None:
                 and r["task"]["quick"] == args.quick and r.get("status") == "ok"]
         same_fit = {r["task"]["seed"]: r["test_acc_paper"] for r in recs}
         control = test_by_seed.get((dataset, "knn_gcn_val"), {})
-        n, cells, ahead = paired_cells(test_by_seed.get((dataset, "knn_lds_refit"), {}), [same_fit, control])
+        n, cells, ahead = paired_cells(test_by_seed.get((dataset, "knn_lds_refit"), {}), [same_fit, control],
+                                       interval=True)
         if not n:
             continue
         # LDS(variant="select"), seed by seed: the refit or its θ₀ arm, by early-stopping accuracy
         arm = val_test.get((dataset, "knn_lds_select_arm"), {})
         chosen, n_refit = chosen_on_validation(val_test[dataset, "knn_lds_refit"], arm)
-        m, sel_cells, _ = paired_cells(chosen, [same_fit, {k: t for k, (_, t) in arm.items()}, control])
+        m, sel_cells, _ = paired_cells(chosen, [same_fit, {k: t for k, (_, t) in arm.items()}, control],
+                                         interval=True)
         select = (f"{m} | {mean_std(list(chosen.values()))} | {' | '.join(sel_cells)} | {n_refit} of {m}" if m
                   else "0 | – | – | – | – | –")
         refit_rows.append(f"| {dataset} | {n} | {' | '.join(cells)} | {ahead} of {n} | {select} |")
     refit_text = [] if len(refit_rows) == 2 else [
         "kNN-LDS with the weights refitted (variant='refit', issue 26; kNN-LDS's configuration): paired test-accuracy "
-        "differences (points). 'Same fit' compares with that run's own Algorithm 7 weights. 'Select' is "
+        "differences (points, mean ± std [95 % Student-t interval of the mean]). 'Same fit' compares with "
+        "that run's own Algorithm 7 weights. 'Select' is "
         "LDS(variant='select') read seed by seed from its two arms: the refit where its early-stopping validation "
         "accuracy is strictly higher than that of knn_lds_select_arm (GCNBaseline(train_on_outer_half=True) on "
         "the same configuration's kNN(k) graph θ₀, fitted as the variant fits it), else that arm. No test label "

@@ -456,11 +456,20 @@ def chosen_on_validation(candidate: dict[Any, tuple[float, float]], control: dic
     return {k: (candidate if pick[k] else control)[k][1] for k in keys}, sum(pick.values())
 
 
-def paired_cells(base: dict[Any, float], others: list[dict[Any, float]]) -> tuple[int, list[str], int]:
+def paired_cells(base: dict[Any, float], others: list[dict[Any, float]], *, interval: bool = False
+                 ) -> tuple[int, list[str], int]:
     """Paired differences of accuracies keyed by seed (or split), over the keys every dict holds: the number
-    of keys, ``mean ± std`` (points) of ``base − other`` for each other, and on how many keys ``base`` is
-    ahead of the last one."""
+    of keys, ``mean ± std`` (points) of ``base − other`` for each other (``interval``: followed by the 95 %
+    Student-t interval of the mean difference, ``[low, high]``, from two keys on), and on how many keys
+    ``base`` is ahead of the last one."""
     keys = sorted(set(base).intersection(*others))
-    cells = [mean_std([base[k] - o[k] for k in keys]) for o in others]
+    cells = []
+    for o in others:
+        diffs = [base[k] - o[k] for k in keys]
+        cell = mean_std(diffs)
+        if interval and len(diffs) > 1:
+            m, h = t_interval([100 * d for d in diffs])
+            cell += f" [{m - h:.1f}, {m + h:.1f}]"
+        cells.append(cell)
     ahead = sum(base[k] > others[-1][k] for k in keys) if others else 0
     return len(keys), cells, ahead

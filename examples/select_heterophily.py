@@ -74,7 +74,8 @@ def summary(store: Store, refits: list[dict[str, Any]], path: str = SOURCE) -> l
              "`results/heterophily/runs.jsonl`; the other arm: GCNBaseline(train_on_outer_half=True) on the fit's "
              "initial graph θ₀ (an MLP when θ₀ is empty), fitted here. The learned graph is kept where the refit's "
              "early-stopping accuracy is strictly higher (a tie keeps θ₀). Test accuracy (%), mean ± std over the "
-             "splits; differences paired split by split (points).", "",
+             "splits; differences paired split by split (points, mean ± std [95 % Student-t interval of "
+             "the mean]).", "",
              "| dataset | method | splits | θ₀ (given / kNN / none) | refit chosen | select | θ₀ arm | "
              "select − refit | select − θ₀ arm | select − Algorithm 7 | select − gcn_val | select − mlp |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -94,7 +95,7 @@ def summary(store: Store, refits: list[dict[str, Any]], path: str = SOURCE) -> l
         paper = {r["task"]["split"]: r["paper"]["test_score"] for r in rs}
         others = [{s: t for s, (_, t) in refit.items()}, {s: t for s, (_, t) in arm.items()}, paper,
                   *({s: base[dataset, m, s] for s in chosen if (dataset, m, s) in base} for m in ("gcn_val", "mlp"))]
-        cells = [paired_cells(chosen, [o])[1][0] if set(chosen) <= set(o) else "–" for o in others]
+        cells = [paired_cells(chosen, [o], interval=True)[1][0] if set(chosen) <= set(o) else "–" for o in others]
         inits = [r["init_graph"] for r in rs if r["task"]["split"] in chosen]
         lines.append(f"| {dataset} | {method} | {len(chosen)} | {inits.count('given')} / {inits.count('knn')} / "
                      f"{inits.count('none')} | {n_refit} of {len(chosen)} | {mean_std(list(chosen.values()))} | "

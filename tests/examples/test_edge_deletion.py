@@ -38,7 +38,8 @@ def test_select_row_is_the_refit_or_gcn_val_by_validation_paired_with_lds_and_th
     text = (tmp_path / "results.md").read_text()
     # refit (83, 84, 85) − its own Algorithm 7 weights (80), − gcn_val (79); select: 79 (gcn_val), 84, 85,
     # − gcn_val (0, 5, 6; refit chosen 2 of 3), − LDS (80: −1, 4, 5); select's test accuracy 82.7 ± 3.2
-    assert ("| cora | 50 % | 3 | 4.0 ± 1.0 | 5.0 ± 1.0 | 3 of 3 | 3.7 ± 3.2 (2 of 3) | 2.7 ± 3.2 | 82.7 ± 3.2 |"
-            in text)
+    # each paired difference with its 95 % Student-t interval, mean ± t(0.975, 2) · s / √3 = mean ± 2.484 s
+    assert ("| cora | 50 % | 3 | 4.0 ± 1.0 [1.5, 6.5] | 5.0 ± 1.0 [2.5, 7.5] | 3 of 3 | "
+            "3.7 ± 3.2 [-4.3, 11.7] (2 of 3) | 2.7 ± 3.2 [-5.3, 10.7] | 82.7 ± 3.2 |" in text)
     assert "| cora | 50 % | 3 | 2.0 ± 0.0 | 1.0 ± 0.0 | 3 of 3 |" in text  # LDS − GCN, LDS − gcn_val
     assert f"| cora | 50 % | lds_refit | {cfg} | 3 |" in text  # the refit runs lds's selected configuration

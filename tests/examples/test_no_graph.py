@@ -40,8 +40,9 @@ def test_refit_reuses_knn_lds_selection_and_is_paired_with_its_own_algorithm_7_w
     text = (tmp_path / "results.md").read_text()
     # refit − same fit, refit − knn_gcn_val; select: 88 (θ₀ arm), 94, 95 (refit) against the same fit (91),
     # the θ₀ arm (88, 90, 90) and knn_gcn_val (92)
-    assert ("| wine | 3 | 3.0 ± 1.0 | 2.0 ± 1.0 | 3 of 3 | 3 | 92.3 ± 3.8 | 1.3 ± 3.8 | 3.0 ± 2.6 | 0.3 ± 3.8 | "
-            "2 of 3 |") in text
+    # (the paired differences with their 95 % Student-t intervals, mean ± 2.484 s over 3 seeds)
+    assert ("| wine | 3 | 3.0 ± 1.0 [0.5, 5.5] | 2.0 ± 1.0 [-0.5, 4.5] | 3 of 3 | 3 | 92.3 ± 3.8 | "
+            "1.3 ± 3.8 [-8.1, 10.7] | 3.0 ± 2.6 [-3.6, 9.6] | 0.3 ± 3.8 [-9.1, 9.7] | 2 of 3 |") in text
     assert "| wine | 3 | 10.0 ± 0.0 | -2.0 ± 0.0 | 0 of 3 |" in text  # kNN-LDS − kNN-GCN, − knn_gcn_val
     # the refit row counts kNN-LDS's selection runs, whose choice it reuses
     assert f"| wine | knn_lds_refit | {cfg1} | {len(ng.LDS_GRID)} | 3 |" in text

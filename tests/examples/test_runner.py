@@ -219,6 +219,10 @@ def test_paired_cells_compare_only_the_seeds_every_method_holds():
     assert cells[1] == "1.0 ± 4.2"  # (−2 + 4) / 2 = 1; std of (−2, 4) = 4.24
     assert ahead == 1
     assert paired_cells(lds, [{}]) == (0, ["–"], 0)
+    # with the 95 % Student-t interval: (−2, 4) has mean 1 and s = 4.243; t(0.975, 1) = 12.706, so the half-width
+    # is 12.706 · 4.243 / √2 = 38.1; a single pair has no interval
+    assert paired_cells(lds, [control], interval=True)[1] == ["1.0 ± 4.2 [-37.1, 39.1]"]
+    assert paired_cells(lds, [{0: 0.75}], interval=True)[1] == ["5.0 ± 0.0"]
 
 
 def test_chosen_on_validation_takes_the_candidate_only_when_it_validates_strictly_higher():
