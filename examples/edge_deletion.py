@@ -24,6 +24,7 @@ import argparse
 import os
 import statistics
 import sys
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,6 +67,11 @@ def make_task(dataset: str, keep: float, method: str, config: dict[str, Any], se
     return task
 
 
+def selection_task(dataset: str, keep: float, config: dict[str, Any], seed: int, *, quick: bool) -> dict[str, Any]:
+    """An LDS selection run on ``dataset`` with ``keep`` of its edges (the task ``select_config`` looks up)."""
+    return make_task(dataset, keep, "lds", config, seed, "selection", quick)
+
+
 ABLATION_TAUS = (0, 5, 20)  # τ = 0: plain alternating optimisation (a window of 1 step, truncate=0)
 RANDOM_SPLITS = tuple(range(10))
 
@@ -96,9 +102,12 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
         if cfg is None:
             lines += ["", "τ ablation: waiting for the Citeseer (full graph) selection runs."]
         else:
+            selected_cfg: dict[str, Any] = cfg
+
             def ablation_task(tau: int, seed: int) -> dict[str, Any]:
-                c = ablation_config(tau, cfg["outer_lr"])  # the selected configuration's runs are reused
-                role = "report" if c == cfg else "ablation"
+                # the selected configuration's runs are reused
+                c = ablation_config(tau, selected_cfg["outer_lr"])
+                role = "report" if c == selected_cfg else "ablation"
                 return make_task("citeseer", 1.0, "lds", c, seed, role, args.quick)
 
             tasks = {tau: [ablation_task(tau, s) for s in args.seeds] for tau in ABLATION_TAUS}
@@ -127,12 +136,12 @@ def run_extras(args: argparse.Namespace, store: Store, run: bool) -> list[str]:
             by: dict[str, dict[int, float]] = {}
             split_scores: dict[str, dict[int, tuple[float, float]]] = {}  # method -> split -> (val, test)
             for method in ("gcn", "gcn_val", "lds", "lds_refit"):
-                tasks = [make_task(dataset, 1.0, method, cfg if method.startswith("lds") else {}, 0, "random_split",
-                                   args.quick, split_seed=k) for k in RANDOM_SPLITS]
+                split_tasks = [make_task(dataset, 1.0, method, cfg if method.startswith("lds") else {}, 0,
+                                         "random_split", args.quick, split_seed=k) for k in RANDOM_SPLITS]
                 if run and args.random_splits and dataset in args.datasets and (
                         method != "lds_refit" or method in args.methods):
-                    run_all(run_one, tasks, store, workers=args.workers, threads=args.threads)
-                recs = [r for r in (store.get(t) for t in tasks) if r is not None and r.get("status") == "ok"]
+                    run_all(run_one, split_tasks, store, workers=args.workers, threads=args.threads)
+                recs = [r for r in (store.get(t) for t in split_tasks) if r is not None and r.get("status") == "ok"]
                 by[method] = {r["task"]["split_seed"]: r["test_acc"] for r in recs}
                 split_scores[method] = {r["task"]["split_seed"]: (r["val_acc"], r["test_acc"]) for r in recs}
                 if recs:
@@ -233,7 +242,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     cfg = dict(task["config"])
     quick = task["quick"]
     if task["method"] in ("lds", "lds_refit"):
-        extra = {"max_outer_iters": 3, "max_inner_steps": 30, "num_samples": 4} if quick else {}
+        extra: dict[str, Any] = {"max_outer_iters": 3, "max_inner_steps": 30, "num_samples": 4} if quick else {}
         variant = "refit" if task["method"] == "lds_refit" else "paper"  # "lds" is the paper's Algorithm 7
         model = fit_resumable(LDS(seed=task["seed"], verbose=False, variant=variant, outer_optimizer="sgd",
                                   init_graph="given", **cfg,
@@ -290,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             tasks = []
             for method in args.methods:
                 if method in ("lds", "lds_refit"):
-                    cfg, _ = select_config(store, lambda c, s, d=dataset, k=keep: make_task(
-                        d, k, "lds", c, s, "selection", args.quick), LDS_GRID, args.selection_seeds)
+                    cfg, _ = select_config(store, partial(selection_task, dataset, keep, quick=args.quick), LDS_GRID,
+                                           args.selection_seeds)
                     if cfg is None:
                         continue
                 else:
@@ -333,8 +342,8 @@ def write_summary(store: Store, args: argparse.Namespace, out: str, extras: list
             for c in LDS_GRID:
                 v = [r["val_acc"] for r in here if r["task"]["role"] == "selection" and r["task"]["config"] == c]
                 sel_cells.append(score_cell(v))
-            chosen, _ = select_config(store, lambda c, s, d=dataset, k=keep: make_task(
-                d, k, "lds", c, s, "selection", args.quick), LDS_GRID, args.selection_seeds)
+            chosen, _ = select_config(store, partial(selection_task, dataset, keep, quick=args.quick), LDS_GRID,
+                                      args.selection_seeds)
             sel_rows.append(f"| {dataset} | {int(keep * 100)} % | " + " | ".join(sel_cells)
                             + f" | {chosen if chosen else 'pending'} |")
             lds_fits = [run_seconds(r) for r in here if r["task"]["method"] == "lds"]

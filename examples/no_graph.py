@@ -47,6 +47,7 @@ import itertools
 import os
 import statistics
 import sys
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -116,6 +117,11 @@ def make_task(dataset: str, method: str, config: dict[str, Any], seed: int, role
             "quick": quick}
 
 
+def selection_task(dataset: str, method: str, config: dict[str, Any], seed: int, *, quick: bool) -> dict[str, Any]:
+    """A selection run of ``method`` on ``dataset`` (the task ``select_config`` looks up)."""
+    return make_task(dataset, method, config, seed, "selection", quick)
+
+
 def _val_stop_idx(data, seed: int):
     from lds.model import split_validation
 
@@ -135,7 +141,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         return {"val_acc": control.best_val_acc_, "test_acc": control.score(data, data.test_mask),
                 "initial_pairs": n_pairs}
     if method in LDS_METHODS:
-        extra = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2} if quick else {}
+        extra: dict[str, Any] = {"max_outer_iters": 2, "max_inner_steps": 20, "num_samples": 2} if quick else {}
         variant = "refit" if method == "knn_lds_refit" else "paper"
         model = fit_resumable(LDS(seed=seed, verbose=False, sampling=method != "knn_lds_dense", candidates=candidates,
                                   outer_optimizer="sgd", variant=variant, **cfg, **extra), data, task)
@@ -151,8 +157,9 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
             kw.update(er_prob=min(1.0, cfg["er_k"] / n))
         elif cfg["graph"] == "rbf":  # γ = scale / median squared distance of the features the kernel sees
             kw.update(rbf_scale=cfg["gamma_scale"])
-        model = GCNBaseline(seed=seed, train_on_outer_half=method == "knn_gcn_val", **kw,
-                            **({"max_steps": 20} if quick else {})).fit(data)
+        if quick:
+            kw["max_steps"] = 20
+        model = GCNBaseline(seed=seed, train_on_outer_half=method == "knn_gcn_val", **kw).fit(data)
         return {"val_acc": model.best_val_acc_, "test_acc": model.score(data, data.test_mask)}
     # scikit-learn baselines: trained on the training nodes, scored on the early-stopping half
     from sklearn.ensemble import RandomForestClassifier
@@ -216,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.summary_only:
                 sel = [make_task(dataset, chosen_by, c, SELECTION_SEED, "selection", args.quick) for c in configs]
                 run_all(run_one, sel, store, workers=args.workers, threads=args.threads)
-            cfg, _ = select_config(store, lambda c, s, d=dataset, m=chosen_by: make_task(
-                d, m, c, s, "selection", args.quick), configs, [SELECTION_SEED])
+            cfg, _ = select_config(store, partial(selection_task, dataset, chosen_by, quick=args.quick), configs,
+                                   [SELECTION_SEED])
             if cfg is None or args.summary_only:
                 continue
             tasks = [make_task(dataset, method, cfg, s, "report", args.quick) for s in args.seeds]
