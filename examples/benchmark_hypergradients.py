@@ -66,8 +66,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from runner import PeakRSS, proc_status_kb  # noqa: E402
 
-FULL = {"sizes": {"n": 1000, "d": 100, "h": 1000, "c": 10}, "Ts": [10, 100, 1000]}
-QUICK = {"sizes": {"n": 100, "d": 20, "h": 80, "c": 10}, "Ts": [5, 20]}
+FULL: dict[str, Any] = {"sizes": {"n": 1000, "d": 100, "h": 1000, "c": 10}, "Ts": [10, 100, 1000]}
+QUICK: dict[str, Any] = {"sizes": {"n": 100, "d": 20, "h": 80, "c": 10}, "Ts": [5, 20]}
 KINDS = ("lr", "lr_mom_wd", "example_weights", "small")  # m = 1, 10, n; and the small problem (m = 10)
 GROUPS = 8  # weight-decay groups of hidden units
 SMALL = {"n": 600, "d": 100, "c": 10, "m": 10, "T": 100}  # softmax regression, 10 weight decays, 100 GD steps
@@ -132,7 +132,7 @@ def build(kind: str, sizes: dict[str, int], seed: int = 0) -> Problem:
     import torch
     import torch.nn.functional as F
 
-    from bilevel_core import GradientDescent, Momentum
+    from bilevel_core import Dynamics, GradientDescent, Momentum
 
     if kind == "small":
         return build_small(seed)
@@ -153,7 +153,7 @@ def build(kind: str, sizes: dict[str, int], seed: int = 0) -> Problem:
         return F.cross_entropy(net(p, Xv), yv)
 
     if kind == "lr":
-        hparams = (torch.tensor(math.log(0.05)),)
+        hparams: tuple[torch.Tensor, ...] = (torch.tensor(math.log(0.05)),)
 
         def inner(p, hp):
             return F.cross_entropy(net(p, X), y)
@@ -161,9 +161,9 @@ def build(kind: str, sizes: dict[str, int], seed: int = 0) -> Problem:
         def lr(hp):
             return torch.exp(hp[0])
 
-        momentum: float | Callable | None = 0.9
-        dyn = Momentum(inner, lr=lr, momentum=momentum)
-        return Problem(kind, 1, params0, hparams, dyn, inner, outer, lr, momentum)
+        mu = 0.9
+        dyn: Dynamics = Momentum(inner, lr=lr, momentum=mu)
+        return Problem(kind, 1, params0, hparams, dyn, inner, outer, lr, mu)
     if kind == "lr_mom_wd":
         hparams = (torch.tensor(math.log(0.05)), torch.tensor(math.log(9.0)), torch.full((GROUPS,), -6.0))
         group = torch.arange(h) * GROUPS // h
@@ -182,11 +182,11 @@ def build(kind: str, sizes: dict[str, int], seed: int = 0) -> Problem:
         return Problem(kind, 2 + GROUPS, params0, hparams, dyn, inner, outer, lr, momentum)
     hparams = (torch.zeros(n),)
 
-    def inner(p, hp):
+    def weighted_inner(p, hp):
         return (torch.sigmoid(hp[0]) * F.cross_entropy(net(p, X), y, reduction="none")).mean()
 
-    dyn = GradientDescent(inner, lr=0.5)
-    return Problem(kind, n, params0, hparams, dyn, inner, outer, 0.5, None)
+    dyn = GradientDescent(weighted_inner, lr=0.5)
+    return Problem(kind, n, params0, hparams, dyn, weighted_inner, outer, 0.5, None)
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -268,7 +268,7 @@ def run_ours(prob: Problem, method: str, T: int):
 
 
 def run_higher(prob: Problem, T: int):
-    import higher
+    import higher  # type: ignore[import-not-found]
     import torch
 
     class Holder(torch.nn.Module):  # our parameter layout, in order, so that ``inner`` applies to fast_params
@@ -294,7 +294,7 @@ def run_higher(prob: Problem, T: int):
 
 def run_torchopt(prob: Problem, T: int):
     import torch
-    import torchopt
+    import torchopt  # type: ignore[import-not-found]
 
     hp = tuple(h.detach().clone().requires_grad_(True) for h in prob.hparams)
     lr = _setting(prob.lr, hp)
@@ -608,7 +608,7 @@ def run_group(kind: str, T: int, cfg: dict[str, Any], cases: JsonLines, memory: 
             continue
         t0 = time.perf_counter()
         out = run_in_process(memory_worker, {**base, "method": k}, hard_timeout, ctx)
-        rec = {"key": keys[k], **out}
+        rec: dict[str, Any] = {"key": keys[k], **out}
         memory.add(rec)
         mem[k] = rec
         print(f"  memory m={m:<5d} T={T:<5d} {k:12s} {out.get('peak_mem_MB', '')} MB  {out['status']} "
@@ -632,9 +632,9 @@ def run_group(kind: str, T: int, cfg: dict[str, Any], cases: JsonLines, memory: 
 
     for k in methods:
         r = dict(res.get(k, {})) if k in timed else {"status": mem[k]["status"], "error": mem[k].get("error")}
-        rec: dict[str, Any] = {"key": keys[k], "method": k, **base, "repeats": repeats,
-                               "torch": torch.__version__, "loadavg_1min": round(load0, 2), "run": run,
-                               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        rec = {"key": keys[k], "method": k, **base, "repeats": repeats,
+               "torch": torch.__version__, "loadavg_1min": round(load0, 2), "run": run,
+               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         rec["status"] = r.pop("status", "error")
         times = r.pop("times_s", [])
         cpu = r.pop("cpu_times_s", [])
@@ -669,10 +669,10 @@ def _fmt(x: Any, spec: str) -> str:
 
 def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
     """The markdown table of every recorded case of this configuration, and the target verdicts."""
-    recs = {}
-    for r in cases.records.values():
-        if r.get("sizes") == cfg["sizes"] and r.get("threads") == cfg["threads"]:
-            recs[(r["kind"], r["T"], r["method"])] = r
+    recs: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for rec in cases.records.values():
+        if rec.get("sizes") == cfg["sizes"] and rec.get("threads") == cfg["threads"]:
+            recs[(rec["kind"], rec["T"], rec["method"])] = rec
     lines = ["| m | T | method | time (s) | × plain | CPU × plain | target | peak memory (MB) | status | "
              "rel. diff to our reverse |", "|---:|---:|---|---:|---:|---:|---|---:|---|---:|"]
     verdicts: list[str] = []
@@ -720,17 +720,17 @@ def write_report(cases: JsonLines, cfg: dict[str, Any], out: str) -> str:
                     f"{status} | {diff} |")
     flat = []
     for kind in ("lr", "lr_mom_wd"):
-        mems = [(T, recs[(kind, T, "forward")].get("peak_mem_MB")) for T in cfg["Ts"]
+        mems = [(T, recs[(kind, T, "forward")]["peak_mem_MB"]) for T in cfg["Ts"]
                 if (kind, T, "forward") in recs and recs[(kind, T, "forward")].get("status") == "ok"
                 and recs[(kind, T, "forward")].get("peak_mem_MB") is not None]
         if len(mems) >= 2:
-            m = num_hparams(kind, cfg["sizes"])
+            n_hp = num_hparams(kind, cfg["sizes"])
             desc = ", ".join(f"T = {T}: {v:.1f} MB" for T, v in mems)
             spread = max(v for _, v in mems) - min(v for _, v in mems)
             ok = spread <= max(20.0, 0.25 * max(v for _, v in mems))
             verdict = "flat in T (met)" if ok else "grows with T (missed)"
-            flat.append(f"- forward memory, m = {m}: {desc} → {verdict}")
-    load = sorted({r.get("loadavg_1min") for r in recs.values() if r.get("loadavg_1min") is not None})
+            flat.append(f"- forward memory, m = {n_hp}: {desc} → {verdict}")
+    load = sorted({r["loadavg_1min"] for r in recs.values() if r.get("loadavg_1min") is not None})
     head = [
         "# Hypergradient benchmark",
         "",

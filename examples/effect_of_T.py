@@ -160,6 +160,7 @@ def approx_hypergradient(H: Tensor, ep: Episodes, rho: float, T: int) -> tuple[T
     w0 = torch.zeros(ep["X_tr"].size(0), H.size(1), ep["Y_tr"].size(2), dtype=H.dtype)
     dyn = GradientDescent(inner, lr=lr)
     (grad,), state = hypergradient((w0,), (H.detach(),), dyn, outer, T, method="reverse", return_state=True)
+    assert state.outer_loss is not None  # always set by hypergradient
     return state.outer_loss, grad
 
 

@@ -36,6 +36,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -82,9 +83,11 @@ def load_split(name: str, seed: int = 0) -> dict[str, Any]:
 def make_estimator(name: str):
     from bilevel_core import DisARM, GumbelSoftmax, LeaveOneOut, ScoreFunction, StraightThrough
 
-    return {"st": StraightThrough, "gumbel_soft": lambda: GumbelSoftmax(0.5, hard=False),
-            "gumbel_hard": lambda: GumbelSoftmax(0.5, hard=True), "sf": lambda: ScoreFunction(0.9),
-            "rloo4": lambda: LeaveOneOut(4), "disarm": DisARM}[name]()
+    factories: dict[str, Callable[[], Any]] = {
+        "st": StraightThrough, "gumbel_soft": lambda: GumbelSoftmax(0.5, hard=False),
+        "gumbel_hard": lambda: GumbelSoftmax(0.5, hard=True), "sf": lambda: ScoreFunction(0.9),
+        "rloo4": lambda: LeaveOneOut(4), "disarm": DisARM}
+    return factories[name]()
 
 
 def _logits(w, X, z):
@@ -259,6 +262,7 @@ def refit_logreg(s: dict[str, Any], keep) -> dict[str, float]:
             val = float(clf.score(Xv, s["yv"].numpy()))
             if best is None or val > best[0]:
                 best = (val, float(clf.score(Xt, s["yt"].numpy())))
+    assert best is not None  # three values of C were tried
     return {"val_acc": best[0], "test_acc": best[1]}
 
 
@@ -295,8 +299,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(store: Store, tasks: list[dict[str, Any]], out: str, args: argparse.Namespace) -> str:
-    done = [(t, store.get(t)) for t in tasks]
-    done = [(t, r) for t, r in done if r is not None and r.get("status") == "ok"]
+    recs = [(t, store.get(t)) for t in tasks]
+    done = [(t, r) for t, r in recs if r is not None and r.get("status") == "ok"]
     cmd = "python examples/feature_selection.py" + (" --quick" if args.quick else "")
     lines = ["# Learned feature-selection masks (issue 14)", "", f"Command: `{cmd}`. Runs held: {len(done)} of "
              f"{len(tasks)}. Masks chosen on nothing but the validation objective; test accuracy only reported.",

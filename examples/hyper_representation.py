@@ -80,6 +80,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
                     "elapsed": time.perf_counter() - t0}, tmp)
         os.replace(tmp, ckpt)
     train_time = time.perf_counter() - t0
+    if best is None:
+        raise ValueError(f"no meta-validation ran (meta_iters = {task['meta_iters']}): there is no state to evaluate")
     model.load_state_dict(best["model"])
     test_acc, test_ci = model.evaluate(test_eps, task["test_episodes"])
     runs = load_omniglot_runs()

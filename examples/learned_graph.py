@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     trace: list[dict[str, Any]] = []
 
     def stats(theta) -> dict[str, Any]:
-        rec = {}
+        rec: dict[str, Any] = {}
         for scope in ("graph", *examples):
             rec[scope] = {k: (float(theta[m].mean()) if bool(m.any()) else None) for k, m in groups[scope].items()}
         total = float(theta.sum())
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         trace.append({"iteration": it, "val_acc": record["val_acc"], **stats(dist.probs.detach())})
 
     config, origin = choose_config(args)
-    extra = {"max_outer_iters": 3, "max_inner_steps": 20, "num_samples": 2} if args.quick else {}
+    extra: dict[str, Any] = {"max_outer_iters": 3, "max_inner_steps": 20, "num_samples": 2} if args.quick else {}
     model = LDS(**config, seed=args.seed, verbose=False, outer_optimizer="sgd", init_graph="given",
                 **extra)  # the paper's SGD and θ₀
     t0 = time.perf_counter()

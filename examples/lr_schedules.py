@@ -231,6 +231,7 @@ def run_unit(task: dict[str, Any]) -> dict[str, Any]:
             res["beta"] = beta
             if best is None or res["val_acc"] > best["val_acc"]:
                 best = res
+        assert best is not None  # BETA_GRID is not empty
         return best
     if task["part"] == "lrs_opt":
         return lrs_opt(prob, task["hyper_iters"])
@@ -270,6 +271,7 @@ def lrs_opt(prob: Problem, hyper_iters: int) -> dict[str, Any]:
         opt.zero_grad()
         log_lr.grad = g
         opt.step()
+        assert state.outer_loss is not None  # always set by hypergradient
         losses.append(float(state.outer_loss))
     state = dyn.init(params0, ())
     hp = (log_lr.detach(),)

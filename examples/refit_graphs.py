@@ -39,7 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runner import Store, run_and_summarise  # noqa: E402
 
 # The configuration edge_deletion.py selects for LDS on the full graph (results/edge_deletion/results.md).
-CONFIGS = {"cora": {"hypergrad_every": 5, "outer_lr": 0.1}, "citeseer": {"hypergrad_every": 5, "outer_lr": 1.0}}
+CONFIGS: dict[str, dict[str, Any]] = {"cora": {"hypergrad_every": 5, "outer_lr": 0.1},
+                                      "citeseer": {"hypergrad_every": 5, "outer_lr": 1.0}}
 SEEDS = (100, 101)
 ARMS = ("given_tv", "sample_tv", "mean_tv", "map_tv", "sample_t", "mean_t", "sample_tv_warm", "sample_tv_lr")
 
