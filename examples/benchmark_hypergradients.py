@@ -268,7 +268,7 @@ def run_ours(prob: Problem, method: str, T: int):
 
 
 def run_higher(prob: Problem, T: int):
-    import higher  # type: ignore[import-not-found]
+    import higher
     import torch
 
     class Holder(torch.nn.Module):  # our parameter layout, in order, so that ``inner`` applies to fast_params
@@ -294,7 +294,7 @@ def run_higher(prob: Problem, T: int):
 
 def run_torchopt(prob: Problem, T: int):
     import torch
-    import torchopt  # type: ignore[import-not-found]
+    import torchopt
 
     hp = tuple(h.detach().clone().requires_grad_(True) for h in prob.hparams)
     lr = _setting(prob.lr, hp)
