@@ -1024,11 +1024,9 @@ class LDS(BaseEstimator):
         checking that it was written for this data and these settings); the data's fingerprint when
         ``fingerprint`` or ``resume`` (else ``{}``); the candidates of the initial graph (θ₀ = 1)."""
         ck = _load_checkpoint(resume) if resume is not None else None
-        prep, fp = self._prepare(data, fingerprint=fingerprint or ck is not None)
-        self.backbone_ = self._make_backbone(prep)  # before θ₀: the init_graph check trains it
         # a resumed fit starts from the initial graph its checkpoint records (older ones: the check runs again)
         init = ck.get("init_graph") if ck is not None else None
-        dist = self._build_distribution(prep, init_graph=init)
+        prep, fp, dist = self._initial_setup(data, init, fingerprint=fingerprint or ck is not None)
         if ck is not None and init is not None:
             self.init_graph_, self.init_check_ = init, dict(ck.get("init_check", {}))
         self.initial_num_edges_ = dist.expected_num_edges()
@@ -1040,6 +1038,14 @@ class LDS(BaseEstimator):
             self._check_resume(ck, dist, fp, resume)
             state.restore(ck)
         return prep, dist, state, fp, initial_idx
+
+    def _initial_setup(self, data: GraphData, init_graph: str | None, *, fingerprint: bool
+                       ) -> tuple[PreparedData, dict[str, Any], EdgeDistribution]:
+        """Validated data, its fingerprint (``{}`` unless ``fingerprint``), ``backbone_`` and θ₀: what a fit
+        does before the first outer step (:meth:`_setup`, :meth:`initial_distribution`)."""
+        prep, fp = self._prepare(data, fingerprint=fingerprint)
+        self.backbone_ = self._make_backbone(prep)  # before θ₀: the init_graph check trains it
+        return prep, fp, self._build_distribution(prep, init_graph=init_graph)
 
     def _outer_step(self, it: int, prep: PreparedData, dist: EdgeDistribution, state: FitState,
                     hopt: HyperOptimizer, make_outer: Callable[[EdgeUniforms | None], Callable[..., Tensor]],
@@ -1235,9 +1241,7 @@ class LDS(BaseEstimator):
         if init_graph is not None and init_graph not in INIT_GRAPHS:
             raise ValueError(f"init_graph must be None or one of {', '.join(map(repr, INIT_GRAPHS))}, got "
                              f"{init_graph!r}.")
-        prep, _ = self._prepare(data, fingerprint=False)
-        self.backbone_ = self._make_backbone(prep)  # as in fit: the init_graph check trains it
-        return self._build_distribution(prep, init_graph=init_graph)
+        return self._initial_setup(data, init_graph, fingerprint=False)[2]
 
     def initial_graph_control(self, data: GraphData, pairs: Tensor) -> GCNBaseline:
         """``variant="select"``'s other arm: :class:`~lds.GCNBaseline` fitted with ``train_on_outer_half=True``,
